@@ -1,0 +1,234 @@
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// defaultTOML is the configuration used when serve is given no -config.
+//
+//go:embed default.toml
+var defaultTOML []byte
+
+// DefaultSource is the Source of the Config returned by Default.
+const DefaultSource = "embedded default"
+
+// Config is the kernel's whole configuration. Parse fills every field the
+// kernel reads, so a Config that Parse returned needs no further defaulting.
+type Config struct {
+	Admin     Admin              `toml:"admin"`
+	State     State              `toml:"state"`
+	Plugins   map[string]*Plugin `toml:"plugins"` // never nil after Parse
+	Listeners []*Listener        `toml:"listeners"`
+	Timers    []*Timer           `toml:"timers"`
+
+	Source string `toml:"-"` // the name given to Parse ("" never)
+	Dir    string `toml:"-"` // the absolute base dir used for relative paths
+}
+
+// Admin configures the admin socket.
+type Admin struct {
+	Socket string `toml:"socket"` // "" = let the kernel choose; else absolute
+}
+
+// State configures the durable store.
+type State struct {
+	Dir string `toml:"dir"` // "" = let the kernel choose; else absolute
+}
+
+// Plugin is one plugin slot: the executable to run and how to treat it.
+type Plugin struct {
+	Name         string            `toml:"-"`             // the table key, filled by Parse
+	Path         string            `toml:"path"`          // required; absolute after Parse
+	Args         []string          `toml:"args"`          // nil when empty
+	Env          map[string]string `toml:"env"`           // extra environment for the process; nil when empty
+	Watch        *bool             `toml:"watch"`         // default true; read it with WatchEnabled
+	DrainTimeout Duration          `toml:"drain_timeout"` // default 30s
+	CallTimeout  Duration          `toml:"call_timeout"`  // default 10s
+	StartTimeout Duration          `toml:"start_timeout"` // default 5s: exec to handshake done
+	// Settings is opaque to the kernel and handed to the plugin's Configure
+	// as JSON. Parse turns TOML dates and times into RFC 3339 strings, so the
+	// map holds only string, int64, float64, bool, []any and map[string]any
+	// values. Never nil after Parse.
+	Settings map[string]any `toml:"settings"`
+}
+
+// Listener is one listening socket and the plugin that answers on it.
+// Fields that do not apply to the listener's protocol hold their defaults;
+// setting one explicitly is an error.
+type Listener struct {
+	Name     string `toml:"name"`
+	Protocol string `toml:"protocol"` // http | scgi | dns | line
+	Address  string `toml:"address"`  // host:port, or unix:/absolute/path after Parse (stream protocols only)
+	Plugin   string `toml:"plugin"`
+
+	// http and scgi
+	MaxBody           int64    `toml:"max_body"`            // bytes, default 10 MiB
+	MaxHeaderBytes    int      `toml:"max_header_bytes"`    // bytes, default 1 MiB
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
+	ReadTimeout       Duration `toml:"read_timeout"`        // whole request incl. body, default 60s
+	IdleTimeout       Duration `toml:"idle_timeout"`        // keep-alive idle, default 120s
+
+	// scgi
+	Timeout Duration `toml:"timeout"` // per-connection, default 30s
+
+	// line
+	MaxLine int   `toml:"max_line"` // bytes, default 4096
+	Telnet  bool  `toml:"telnet"`   // strip and answer telnet IAC negotiation
+	UTF8    *bool `toml:"utf8"`     // default true; read it with UTF8Enabled
+}
+
+// Timer calls a plugin's Tick on a schedule.
+type Timer struct {
+	Name   string   `toml:"name"`
+	Every  Duration `toml:"every"` // required
+	Plugin string   `toml:"plugin"`
+}
+
+// Load reads and decodes the file at path. Relative paths inside it resolve
+// against the file's directory. Errors name the file as path was given.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, path, filepath.Dir(abs))
+}
+
+// Default returns the embedded default configuration, with relative paths
+// resolved against execDir (the directory of the running executable).
+func Default(execDir string) (*Config, error) {
+	return Parse(defaultTOML, DefaultSource, execDir)
+}
+
+// Parse decodes data strictly, applies defaults, resolves relative paths
+// against baseDir and validates the result. name is used in error messages
+// and as Source ("config" when empty); baseDir "" means the current
+// directory, and a relative baseDir is made absolute.
+//
+// The error, if any, lists every problem found, one per line, each as
+// "name:line:column: message" when its place in data is known. Problems in
+// the document's shape (syntax, unknown keys, wrong types) are reported
+// before, and instead of, validation problems.
+func Parse(data []byte, name, baseDir string) (*Config, error) {
+	if name == "" {
+		name = "config"
+	}
+	if baseDir == "" {
+		baseDir = "."
+	}
+	dir, err := filepath.Abs(baseDir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: base directory: %w", name, err)
+	}
+
+	// A schema pass over the syntax tree finds unknown keys and type errors
+	// with their positions, all of them at once, and records where every key
+	// is, so that validation can point at lines and tell a key set to zero
+	// from a key left out.
+	s := newScanner(data, name)
+	if err := s.run(); err != nil {
+		return nil, err
+	}
+
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, s.decodeError(err)
+	}
+	c.Source = name
+	c.Dir = dir
+
+	k := checker{c: &c, idx: &s.index, source: name}
+	k.check()
+	if err := k.err(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// WatchEnabled reports whether the slot swaps when its executable changes.
+func (p *Plugin) WatchEnabled() bool { return p.Watch == nil || *p.Watch }
+
+// SameProcess reports whether p and q describe the same process: equal path,
+// args, env and settings. A change to any of them needs a new process;
+// timeouts and watch may differ.
+func (p *Plugin) SameProcess(q *Plugin) bool {
+	if p == nil || q == nil {
+		return p == q
+	}
+	return p.Path == q.Path &&
+		slices.Equal(p.Args, q.Args) &&
+		maps.Equal(p.Env, q.Env) &&
+		(len(p.Settings) == 0 && len(q.Settings) == 0 || reflect.DeepEqual(p.Settings, q.Settings))
+}
+
+// UTF8Enabled reports whether a line listener decodes its input as UTF-8.
+func (l *Listener) UTF8Enabled() bool { return l.UTF8 == nil || *l.UTF8 }
+
+// Network returns "unix" for unix: addresses, else "tcp".
+func (l *Listener) Network() string {
+	if strings.HasPrefix(l.Address, unixPrefix) {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// SocketAddress returns the path after "unix:", or host:port.
+func (l *Listener) SocketAddress() string {
+	return strings.TrimPrefix(l.Address, unixPrefix)
+}
+
+// posError is one problem, placed in its source when pos is known.
+type posError struct {
+	source string
+	pos    position
+	msg    string
+}
+
+func (e *posError) Error() string {
+	if e.pos.line == 0 {
+		return e.source + ": " + e.msg
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.source, e.pos.line, e.pos.col, e.msg)
+}
+
+// joinSorted orders errs by position (unplaced ones last, keeping their
+// order) and joins them, one per line.
+func joinSorted(errs []*posError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(errs, func(a, b *posError) int {
+		switch {
+		case a.pos.line == 0 && b.pos.line == 0:
+			return 0
+		case a.pos.line == 0:
+			return 1
+		case b.pos.line == 0:
+			return -1
+		case a.pos.line != b.pos.line:
+			return a.pos.line - b.pos.line
+		}
+		return a.pos.col - b.pos.col
+	})
+	list := make([]error, len(errs))
+	for i, e := range errs {
+		list[i] = e
+	}
+	return errors.Join(list...)
+}
