@@ -1,0 +1,166 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/plugins/proto"
+)
+
+// DefaultStreams is how many Calls streams a Client opens when asked for 0.
+const DefaultStreams = 4
+
+// Client speaks the plugin protocol to one plugin over a gRPC connection.
+// Describe and Configure are unary; calls are spread over a few long-lived
+// Calls streams opened by Open. A Client is safe for concurrent use.
+type Client struct {
+	plugin       proto.PluginClient
+	hostBrokerID uint32
+
+	mu      sync.Mutex
+	opened  bool               // Open was called; guarded by mu
+	streams []*callStream      // set once by Open; guarded by mu
+	cancel  context.CancelFunc // ends the streams; guarded by mu
+
+	rr atomic.Uint32
+}
+
+// NewClient returns a Client on conn. hostBrokerID is the GRPCBroker id on
+// which the Host service is served to this plugin, or 0 for none.
+func NewClient(conn grpc.ClientConnInterface, hostBrokerID uint32) *Client {
+	return &Client{plugin: proto.NewPluginClient(conn), hostBrokerID: hostBrokerID}
+}
+
+// Describe asks the plugin what it is.
+func (c *Client) Describe(ctx context.Context) (*proto.DescribeResponse, error) {
+	d, err := c.plugin.Describe(ctx, &proto.DescribeRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("describe: %w", rpcError(err))
+	}
+	return d, nil
+}
+
+// Configure hands the plugin its settings. The host broker id is filled in.
+func (c *Client) Configure(ctx context.Context, req *proto.ConfigureRequest) error {
+	req.HostBrokerId = c.hostBrokerID
+	if _, err := c.plugin.Configure(ctx, req); err != nil {
+		return fmt.Errorf("configure: %w", rpcError(err))
+	}
+	return nil
+}
+
+// rpcError turns a gRPC status into a plain error carrying the plugin's
+// message. A connection that failed wraps ErrUnavailable, and a call that ran
+// out of time wraps context.DeadlineExceeded, so callers can tell them from a
+// plugin that refused.
+func rpcError(err error) error {
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.Canceled:
+		return fmt.Errorf("%w: %s", ErrUnavailable, s.Message())
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %s", context.DeadlineExceeded, s.Message())
+	default:
+		return errors.New(s.Message())
+	}
+}
+
+// Open opens n Calls streams (DefaultStreams when n <= 0). Calls made before
+// Open fail with ErrUnavailable; Open may be called once.
+func (c *Client) Open(n int) error {
+	if n <= 0 {
+		n = DefaultStreams
+	}
+	c.mu.Lock()
+	opened := c.opened
+	c.opened = true
+	c.mu.Unlock()
+	if opened {
+		return errors.New("open calls streams: already open")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	streams := make([]*callStream, 0, n)
+	for range n {
+		sctx, abort := context.WithCancel(ctx)
+		st, err := c.plugin.Calls(sctx)
+		if err != nil {
+			abort()
+			cancel()
+			for _, s := range streams {
+				<-s.done
+			}
+			return fmt.Errorf("open calls stream: %w", rpcError(err))
+		}
+		s := newCallStream(st, abort)
+		go s.read()
+		streams = append(streams, s)
+	}
+	c.mu.Lock()
+	c.streams, c.cancel = streams, cancel
+	c.mu.Unlock()
+	return nil
+}
+
+// pick returns a stream that takes calls, round robin.
+func (c *Client) pick() (*callStream, error) {
+	c.mu.Lock()
+	streams := c.streams
+	c.mu.Unlock()
+	if len(streams) == 0 {
+		return nil, fmt.Errorf("%w: %w: no calls stream open", ErrNotSent, ErrUnavailable)
+	}
+	start := int(c.rr.Add(1))
+	for i := range streams {
+		s := streams[(start+i)%len(streams)]
+		if s.usable() {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %w: every calls stream is broken or draining", ErrNotSent, ErrUnavailable)
+}
+
+// Drain tells the plugin that no more calls come: new calls fail with
+// ErrNotSent, the calls in flight go on (their credit and cancellations still
+// flow), and each stream ends once its last call has. Drain returns when
+// every stream has ended, or with ctx's error when ctx is done first; Close
+// then fails what is left.
+func (c *Client) Drain(ctx context.Context) error {
+	c.mu.Lock()
+	streams := c.streams
+	c.mu.Unlock()
+	for _, s := range streams {
+		s.drain()
+	}
+	for _, s := range streams {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Close cancels the streams, failing calls still in flight, and waits for
+// the stream readers to exit.
+func (c *Client) Close() {
+	c.mu.Lock()
+	streams, cancel := c.streams, c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	for _, s := range streams {
+		<-s.done
+	}
+}

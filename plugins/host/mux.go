@@ -1,0 +1,397 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/plugins/proto"
+)
+
+// Errors a call can end with. The kernel maps them to each protocol's error
+// answer (StatusFor does it for HTTP).
+var (
+	// ErrUnavailable: the plugin process or its connection went away before
+	// the call was answered.
+	ErrUnavailable = errors.New("host: plugin unavailable")
+	// ErrFailed: the plugin reported that the call failed inside it.
+	ErrFailed = errors.New("host: plugin failed the call")
+	// ErrProtocol: the plugin sent something the protocol does not allow.
+	ErrProtocol = errors.New("host: plugin broke the protocol")
+	// ErrAborted: the call failed after the head of its answer had been
+	// sent, so the only honest thing left is to cut the client off.
+	ErrAborted = errors.New("host: answer aborted after its head was sent")
+	// ErrBadRequest: the client's request could not be read.
+	ErrBadRequest = errors.New("host: bad request")
+	// ErrNotSent wraps an ErrUnavailable for a call that never reached the
+	// plugin (its streams were already broken or draining) and consumed
+	// nothing of the request: the caller may send it to another instance.
+	ErrNotSent = errors.New("host: call not sent")
+)
+
+// errDraining is why a draining stream refuses new calls.
+var errDraining = fmt.Errorf("%w: calls stream is draining", ErrUnavailable)
+
+// maxSendBlock is how long one gRPC Send may block before the stream is
+// declared broken. The SDK reads its streams eagerly, so a Send blocks on flow
+// control only when the plugin process reads nothing at all (it is stopped,
+// or wedged); without this bound every call on the stream would hang until
+// the process is killed, whatever its deadline.
+const maxSendBlock = 3 * time.Second
+
+// callStream is one Calls stream to a plugin: calls are started on it with
+// fresh ids, and a reader goroutine hands each reply frame to its call.
+//
+// A stream ends in one of two ways. Drain stops new calls and, once the last
+// call in flight has ended, closes the send side; the plugin then ends the
+// stream. A broken stream (the process died, Client.Close cancelled it, or
+// the plugin stopped reading) fails every call in flight with ErrUnavailable.
+type callStream struct {
+	stream proto.Plugin_CallsClient
+	abort  context.CancelFunc // cancels the gRPC stream
+
+	// sendLock admits one sender at a time on the gRPC stream; a channel, so
+	// that a caller can stop waiting for its turn. Holding it also orders id
+	// allocation, so ids go out on the wire in increasing order.
+	sendLock chan struct{}
+	sent     bool          // CloseSend was called; guarded by sendLock
+	sendSeq  uint64        // numbers the sends; guarded by sendLock
+	sending  atomic.Uint64 // the send in progress, by number, or 0
+
+	mu       sync.Mutex
+	calls    map[uint64]*pending // guarded by mu
+	nextID   uint64              // guarded by mu
+	err      error               // why the stream ended; guarded by mu
+	draining bool                // no new calls; guarded by mu
+
+	done chan struct{} // closed when the reader has exited
+}
+
+func newCallStream(stream proto.Plugin_CallsClient, abort context.CancelFunc) *callStream {
+	return &callStream{
+		stream:   stream,
+		abort:    abort,
+		sendLock: make(chan struct{}, 1),
+		calls:    make(map[uint64]*pending),
+		done:     make(chan struct{}),
+	}
+}
+
+// read runs until the stream ends; its owner waits on done.
+func (s *callStream) read() {
+	defer close(s.done)
+	for {
+		r, err := s.stream.Recv()
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.mu.Lock()
+		p := s.calls[r.GetId()]
+		final := isFinal(r)
+		if p != nil && final {
+			delete(s.calls, r.GetId())
+		}
+		idle := s.idleLocked()
+		s.mu.Unlock()
+		if p != nil {
+			p.push(r, final)
+		}
+		if idle {
+			s.closeSend()
+		}
+	}
+}
+
+// isFinal reports whether r is the last frame of its call.
+func isFinal(r *proto.Reply) bool {
+	switch f := r.GetFrame().(type) {
+	case *proto.Reply_Http:
+		return f.Http.GetEnd()
+	case *proto.Reply_Body:
+		return f.Body.GetEnd()
+	default:
+		// A failure, or a frame this kernel does not know: either way the
+		// call cannot go on.
+		return true
+	}
+}
+
+// fail ends every call on the stream with err.
+func (s *callStream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = fmt.Errorf("%w: calls stream: %v", ErrUnavailable, err)
+	}
+	calls := s.calls
+	s.calls = make(map[uint64]*pending)
+	err = s.err
+	s.mu.Unlock()
+	for _, p := range calls {
+		p.fail(err)
+	}
+}
+
+// usable reports whether the stream takes new calls.
+func (s *callStream) usable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err == nil && !s.draining
+}
+
+// lock waits for the stream's turn to send, until ctx is done or the stream
+// has ended.
+func (s *callStream) lock(ctx context.Context) error {
+	select {
+	case s.sendLock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-s.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.err
+	}
+}
+
+func (s *callStream) unlock() { <-s.sendLock }
+
+// sendLocked sends c; the caller holds sendLock. A Send that blocks for
+// maxSendBlock breaks the stream, which ends the Send.
+func (s *callStream) sendLocked(c *proto.Call) error {
+	if s.sent {
+		return errors.New("calls stream closed for sending")
+	}
+	s.sendSeq++
+	seq := s.sendSeq
+	s.sending.Store(seq)
+	t := time.AfterFunc(maxSendBlock, func() {
+		if s.sending.Load() == seq {
+			s.fail(fmt.Errorf("a send blocked for %v: the plugin reads nothing", maxSendBlock))
+			s.abort()
+		}
+	})
+	err := s.stream.Send(c)
+	s.sending.Store(0)
+	t.Stop()
+	return err
+}
+
+// start opens a call with its first frame. An error wrapping ErrNotSent
+// means that nothing reached the plugin; a call whose ctx ends while it
+// waits for its turn to send returns ctx's cause.
+func (s *callStream) start(ctx context.Context, first *proto.Call) (*pending, error) {
+	if err := s.lock(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
+	}
+	defer s.unlock()
+	s.mu.Lock()
+	switch {
+	case s.err != nil:
+		err := s.err
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
+	case s.draining:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, errDraining)
+	}
+	s.nextID++
+	p := &pending{id: s.nextID, stream: s, wake: make(chan struct{}, 1)}
+	s.calls[p.id] = p
+	s.mu.Unlock()
+	first.Id = p.id
+	if err := s.sendLocked(first); err != nil {
+		// The frame may or may not have reached the plugin: not ErrNotSent.
+		s.forget(p.id)
+		return nil, fmt.Errorf("%w: send: %v", ErrUnavailable, err)
+	}
+	return p, nil
+}
+
+// send sends one frame, giving up when ctx is done before the stream's turn
+// comes.
+func (s *callStream) send(ctx context.Context, c *proto.Call) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	return s.sendLocked(c)
+}
+
+// forget drops a call; the last one to go closes a draining stream.
+func (s *callStream) forget(id uint64) {
+	s.mu.Lock()
+	delete(s.calls, id)
+	idle := s.idleLocked()
+	s.mu.Unlock()
+	if idle {
+		s.closeSend()
+	}
+}
+
+// live reports whether the call id is still in flight on the stream.
+func (s *callStream) live(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.calls[id]
+	return ok
+}
+
+// idleLocked reports whether a draining stream has no call left, so its
+// send side can be closed.
+func (s *callStream) idleLocked() bool {
+	return s.draining && s.err == nil && len(s.calls) == 0
+}
+
+// drain refuses new calls and closes the send side once the calls in
+// flight have ended. Until then their credit and cancellations still reach
+// the plugin.
+func (s *callStream) drain() {
+	s.mu.Lock()
+	s.draining = true
+	idle := s.idleLocked()
+	s.mu.Unlock()
+	if idle {
+		s.closeSend()
+	}
+}
+
+// closeSend tells the plugin no more frames come on this stream; it ends the
+// stream once the calls it runs have answered. It is idempotent, and waits
+// for its turn at most as long as a stuck send can last.
+func (s *callStream) closeSend() {
+	if s.lock(context.Background()) != nil {
+		return // the stream has ended
+	}
+	defer s.unlock()
+	if !s.sent {
+		s.sent = true
+		_ = s.stream.CloseSend()
+	}
+}
+
+// pending is a call in flight: the frames the plugin sent for it, queued
+// until the caller takes them.
+type pending struct {
+	id     uint64
+	stream *callStream
+
+	mu     sync.Mutex
+	frames []*proto.Reply // guarded by mu
+	queued int            // body bytes in frames; guarded by mu
+	ended  bool           // the final frame is queued, or the call failed; guarded by mu
+	err    error          // set when the call failed; guarded by mu
+	wake   chan struct{}
+}
+
+// maxQueued bounds the answer bytes a call may have waiting for its caller.
+// A plugin that honours its credit never has more than responseCredit
+// outstanding; one that does not would make the kernel buffer without limit,
+// so it fails the call instead.
+const maxQueued = responseCredit + 64<<10
+
+// bodyLen is how many bytes of body a frame carries.
+func bodyLen(r *proto.Reply) int {
+	switch f := r.GetFrame().(type) {
+	case *proto.Reply_Http:
+		return len(f.Http.GetBody())
+	case *proto.Reply_Body:
+		return len(f.Body.GetData())
+	}
+	return 0
+}
+
+func (p *pending) push(r *proto.Reply, final bool) {
+	p.mu.Lock()
+	if !p.ended {
+		p.frames = append(p.frames, r)
+		p.ended = final
+		if p.queued += bodyLen(r); p.queued > maxQueued {
+			p.frames, p.queued = nil, 0
+			p.ended = true
+			p.err = fmt.Errorf("%w: more than %d bytes of answer beyond its credit", ErrProtocol, maxQueued)
+		}
+	}
+	p.mu.Unlock()
+	p.signal()
+}
+
+func (p *pending) fail(err error) {
+	p.mu.Lock()
+	if !p.ended {
+		p.ended = true
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.signal()
+}
+
+func (p *pending) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the call's next frame, waiting for it until ctx ends.
+func (p *pending) next(ctx context.Context) (*proto.Reply, error) {
+	for {
+		p.mu.Lock()
+		if len(p.frames) > 0 {
+			r := p.frames[0]
+			p.frames[0] = nil
+			p.frames = p.frames[1:]
+			p.queued -= bodyLen(r)
+			p.mu.Unlock()
+			return r, nil
+		}
+		if p.err != nil {
+			err := p.err
+			p.mu.Unlock()
+			return nil, err
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.wake:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// cancel tells the plugin the caller gave up, and forgets the call. It does
+// nothing for a call that has already ended.
+func (p *pending) cancel(reason string) {
+	if !p.stream.live(p.id) {
+		return
+	}
+	// Send before forgetting: forgetting the last call closes a draining
+	// stream, after which the plugin could not hear of the cancellation.
+	ctx, cancel := context.WithTimeout(context.Background(), maxSendBlock)
+	defer cancel()
+	_ = p.stream.send(ctx, &proto.Call{Id: p.id, Frame: &proto.Call_Cancel{Cancel: &proto.Cancel{Reason: reason}}})
+	p.stream.forget(p.id)
+}
+
+// credit lets the plugin send n more bytes of body. Credit for a call whose
+// final frame has arrived is not needed, and may find a draining stream
+// already closed for sending: that is no error. (A broken stream is reported
+// by next.)
+func (p *pending) credit(ctx context.Context, n int) error {
+	err := p.stream.send(ctx, &proto.Call{Id: p.id, Frame: &proto.Call_Credit{Credit: &proto.Credit{Bytes: uint32(n)}}})
+	if err != nil && !p.stream.live(p.id) {
+		return nil
+	}
+	return err
+}
+
+// body sends more request body.
+func (p *pending) body(ctx context.Context, b *proto.Body) error {
+	return p.stream.send(ctx, &proto.Call{Id: p.id, Frame: &proto.Call_Body{Body: b}})
+}

@@ -1,0 +1,282 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/plugins/proto"
+)
+
+// callStream serves one Calls stream: it reads frames from the kernel, starts
+// a goroutine per call, and serialises replies onto the stream.
+type callStream struct {
+	svc    *service
+	stream proto.Plugin_CallsServer
+	ctx    context.Context // cancelled when the stream ends
+	cancel context.CancelFunc
+
+	sendMu sync.Mutex
+
+	mu    sync.Mutex
+	calls map[uint64]*call // guarded by mu
+
+	wg sync.WaitGroup // one per running call
+}
+
+func newCallStream(svc *service, stream proto.Plugin_CallsServer) *callStream {
+	ctx, cancel := context.WithCancel(stream.Context())
+	return &callStream{
+		svc:    svc,
+		stream: stream,
+		ctx:    ctx,
+		cancel: cancel,
+		calls:  make(map[uint64]*call),
+	}
+}
+
+// run reads frames until the kernel closes its side. On a clean close (the
+// kernel has drained this process) calls still running finish and send their
+// replies; on a broken stream they are cancelled. run returns once every call
+// goroutine has exited.
+func (s *callStream) run() error {
+	defer s.cancel()
+	for {
+		m, err := s.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			s.wg.Wait()
+			return nil
+		}
+		if err != nil {
+			s.cancel()
+			s.wg.Wait()
+			return err
+		}
+		s.dispatch(m)
+	}
+}
+
+func (s *callStream) dispatch(m *proto.Call) {
+	switch f := m.GetFrame().(type) {
+	case *proto.Call_Http:
+		s.startHTTP(m.GetId(), m.GetTimeoutNs(), f.Http)
+	case *proto.Call_Body:
+		if c := s.lookup(m.GetId()); c != nil && c.body != nil {
+			c.body.push(f.Body)
+		}
+	case *proto.Call_Credit:
+		if c := s.lookup(m.GetId()); c != nil {
+			c.addCredit(int64(f.Credit.GetBytes()))
+		}
+	case *proto.Call_Cancel:
+		if c := s.lookup(m.GetId()); c != nil {
+			c.cancel(errCancelled{reason: f.Cancel.GetReason()})
+		}
+	default:
+		// A frame from a newer kernel that this SDK does not know. If it
+		// opens a call, end that call so the kernel does not wait for it.
+		if s.lookup(m.GetId()) == nil {
+			_ = s.send(failure(m.GetId(), "plugin does not support this kind of call"))
+		}
+	}
+}
+
+// errCancelled is the cause of a call's context when the kernel cancels it.
+type errCancelled struct{ reason string }
+
+func (e errCancelled) Error() string {
+	if e.reason == "" {
+		return "call cancelled by the kernel"
+	}
+	return "call cancelled by the kernel: " + e.reason
+}
+
+func (s *callStream) lookup(id uint64) *call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[id]
+}
+
+// begin registers a call and returns it with its context. The context
+// carries the call's deadline and the plugin's Host. With streamed, the
+// call's request body arrives in Body frames after the first one, which
+// carried first.
+func (s *callStream) begin(id uint64, timeoutNS int64, credit uint32, streamed bool, first []byte) *call {
+	ctx, cancelTimeout := s.ctx, context.CancelFunc(func() {})
+	if timeoutNS > 0 {
+		ctx, cancelTimeout = context.WithTimeout(ctx, time.Duration(timeoutNS))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	c := &call{
+		id:     id,
+		ctx:    withHost(ctx, s.svc.currentHost()),
+		credit: int64(credit),
+		wake:   make(chan struct{}, 1),
+	}
+	c.cancel = func(cause error) {
+		cancel(cause)
+		cancelTimeout()
+	}
+	if streamed {
+		c.body = newBodyPipe(c.ctx, first)
+	}
+	s.mu.Lock()
+	s.calls[id] = c
+	s.mu.Unlock()
+	return c
+}
+
+// end unregisters a call and releases its context.
+func (s *callStream) end(c *call) {
+	s.mu.Lock()
+	if s.calls[c.id] == c {
+		delete(s.calls, c.id)
+	}
+	s.mu.Unlock()
+	c.cancel(context.Canceled)
+	if c.body != nil {
+		c.body.close()
+	}
+}
+
+// send writes one reply frame. gRPC streams allow one sender at a time.
+func (s *callStream) send(r *proto.Reply) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(r)
+}
+
+func failure(id uint64, msg string) *proto.Reply {
+	return &proto.Reply{Id: id, Frame: &proto.Reply_Failure{Failure: &proto.Failure{Message: msg}}}
+}
+
+// call is one request in flight in the plugin.
+type call struct {
+	id     uint64
+	ctx    context.Context
+	cancel func(cause error)
+	body   *bodyPipe // nil when the whole body came with the first frame
+
+	mu     sync.Mutex
+	credit int64         // response bytes the kernel will accept; guarded by mu
+	wake   chan struct{} // signalled when credit grows
+}
+
+func (c *call) addCredit(n int64) {
+	c.mu.Lock()
+	c.credit += n
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take waits until the kernel accepts more response bytes and reserves up to
+// n of them.
+func (c *call) take(n int) (int, error) {
+	for {
+		c.mu.Lock()
+		if c.credit > 0 {
+			k := int64(n)
+			if k > c.credit {
+				k = c.credit
+			}
+			c.credit -= k
+			c.mu.Unlock()
+			return int(k), nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.wake:
+		case <-c.ctx.Done():
+			return 0, context.Cause(c.ctx)
+		}
+	}
+}
+
+// bodyPipe is a request body that arrives in frames from the kernel. The
+// kernel bounds a body's size, so frames are queued without flow control.
+type bodyPipe struct {
+	ctx  context.Context
+	mu   sync.Mutex
+	bufs [][]byte // guarded by mu
+	done bool     // no more frames; guarded by mu
+	err  error    // returned once bufs are drained; guarded by mu
+	wake chan struct{}
+}
+
+func newBodyPipe(ctx context.Context, first []byte) *bodyPipe {
+	p := &bodyPipe{ctx: ctx, wake: make(chan struct{}, 1)}
+	if len(first) > 0 {
+		p.bufs = append(p.bufs, first)
+	}
+	return p
+}
+
+func (p *bodyPipe) push(b *proto.Body) {
+	p.mu.Lock()
+	if !p.done {
+		if len(b.GetData()) > 0 {
+			p.bufs = append(p.bufs, b.GetData())
+		}
+		if b.GetEnd() {
+			p.done = true
+			p.err = io.EOF
+			if msg := b.GetError(); msg != "" {
+				p.err = errors.New(msg)
+			}
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close drops what is queued and what still arrives.
+func (p *bodyPipe) close() {
+	p.mu.Lock()
+	p.bufs = nil
+	if !p.done {
+		p.done = true
+		p.err = errors.New("sdk: read on closed request body")
+	}
+	p.mu.Unlock()
+}
+
+func (p *bodyPipe) Read(b []byte) (int, error) {
+	for {
+		p.mu.Lock()
+		if len(p.bufs) > 0 {
+			n := copy(b, p.bufs[0])
+			if n == len(p.bufs[0]) {
+				p.bufs[0] = nil
+				p.bufs = p.bufs[1:]
+			} else {
+				p.bufs[0] = p.bufs[0][n:]
+			}
+			p.mu.Unlock()
+			return n, nil
+		}
+		if p.done {
+			err := p.err
+			p.mu.Unlock()
+			return 0, err
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.wake:
+		case <-p.ctx.Done():
+			return 0, context.Cause(p.ctx)
+		}
+	}
+}
+
+func (p *bodyPipe) Close() error {
+	p.close()
+	return nil
+}
