@@ -27,6 +27,7 @@ import (
 
 	goplugin "github.com/hashicorp/go-plugin"
 
+	"github.com/switchyard-dev/switchyard/internal/testbin"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -43,45 +44,28 @@ func TestMain(m *testing.M) {
 		pdeathsigHelper()
 		return
 	}
-	dir, err := os.MkdirTemp("", "host-test-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if err := buildAll(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// buildAll builds probe (with -race when this binary has it) and the
-// broken programs in testdata into dir.
-func buildAll(dir string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := func(args ...string) error {
-		cmd := exec.Command(goBin, append([]string{"build"}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %v: %w\n%s", args, err, out)
+	testbin.Main(m, func(b *testbin.Builder) {
+		for _, x := range []struct {
+			dst       *string
+			name, pkg string
+		}{
+			{&bins.probe, "probe", "./plugins/probe"},
+			{&bins.exit1, "exit1", "./internal/testbin/testdata/exit1"},
+			{&bins.hang, "hang", "./internal/testbin/testdata/hang"},
+			{&bins.garbage, "garbage", "./internal/testbin/testdata/garbage"},
+		} {
+			version := ""
+			if x.name == "probe" {
+				version = "test"
+			}
+			p, err := b.BuildE(x.name, x.pkg, version)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			*x.dst = p
 		}
-		return nil
-	}
-	bins.probe = filepath.Join(dir, "probe")
-	args := []string{"-ldflags", "-X main.version=test", "-o", bins.probe}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	if err := build(append(args, "../probe")...); err != nil {
-		return err
-	}
-	bins.exit1, bins.hang, bins.garbage = filepath.Join(dir, "exit1"), filepath.Join(dir, "hang"), filepath.Join(dir, "garbage")
-	return build("-o", dir+"/", "./testdata/exit1", "./testdata/hang", "./testdata/garbage")
+	})
 }
 
 // logRecorder is a slog.Handler that keeps what it gets. It outlives the

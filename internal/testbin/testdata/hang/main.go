@@ -1,4 +1,4 @@
-// Command hang is a broken plugin for package host's tests: it writes its
+// Command hang is a broken plugin for tests (built by them from internal/testbin/testdata): it writes its
 // pid to $PIDFILE and then hangs without printing go-plugin's handshake.
 package main
 

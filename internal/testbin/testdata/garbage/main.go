@@ -1,4 +1,4 @@
-// Command garbage is a broken plugin for package host's tests: it writes its
+// Command garbage is a broken plugin for tests (built by them from internal/testbin/testdata): it writes its
 // pid to $PIDFILE, prints a line that is not go-plugin's handshake and keeps
 // running.
 package main

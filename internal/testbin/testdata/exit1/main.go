@@ -1,4 +1,4 @@
-// Command exit1 is a broken plugin for package host's tests: it writes its
+// Command exit1 is a broken plugin for tests (built by them from internal/testbin/testdata): it writes its
 // pid to $PIDFILE, says why on stderr and exits with status 1 before any
 // handshake.
 package main
