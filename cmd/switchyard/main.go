@@ -1,0 +1,165 @@
+// Command switchyard is the switchyard kernel and its control client.
+//
+//	switchyard serve [-config FILE] [-data DIR] [-socket PATH] [-log-format text|json] [-log-level LEVEL] [-print-config]
+//	switchyard ctl [-socket PATH] [-config FILE] [-json] [-timeout D] COMMAND [ARGS...]
+//	switchyard version
+//
+// This file holds flags only; the logic lives in package kernel.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/kernel"
+)
+
+// version is set at build time with -ldflags "-X main.version=V".
+var version = ""
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		os.Exit(serve(os.Args[2:]))
+	case "ctl":
+		os.Exit(ctl(os.Args[2:]))
+	case "version", "-version", "--version":
+		fmt.Println("switchyard", fullVersion())
+	case "help", "-h", "-help", "--help":
+		usage(os.Stdout)
+	default:
+		fmt.Fprintf(os.Stderr, "switchyard: unknown command %q\n", os.Args[1])
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  switchyard serve [-config FILE] [-data DIR] [-socket PATH] [-log-format text|json] [-log-level LEVEL] [-print-config]
+  switchyard ctl [-socket PATH] [-config FILE] [-json] [-timeout D] COMMAND [ARGS...]
+  switchyard version
+
+ctl commands: status, plugins, listeners, conns [LISTENER], reload PLUGIN,
+reload-config, log-level LEVEL, shutdown
+`)
+}
+
+// fullVersion is the -X version, or the module version and VCS revision.
+func fullVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	if v == "" || v == "(devel)" {
+		return "dev"
+	}
+	return v
+}
+
+func serve(args []string) int {
+	// Before anything else, so that a SIGTERM during start-up is a clean
+	// shutdown.
+	signals := kernel.CatchSignals()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration `file` (default: the embedded default)")
+	data := fs.String("data", "", "state `dir`ectory (overrides state.dir)")
+	socket := fs.String("socket", "", "admin socket `path`")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "switchyard serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	opts := kernel.Options{
+		ConfigPath:    *configPath,
+		DataDir:       *data,
+		Socket:        *socket,
+		Version:       fullVersion(),
+		HandleSignals: true,
+		Signals:       signals,
+	}
+	if *printConfig {
+		cfg, err := kernel.LoadConfig(opts)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "switchyard serve: %v\n", err)
+			return 1
+		}
+		b, err := cfg.Marshal()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "switchyard serve: %v\n", err)
+			return 1
+		}
+		os.Stdout.Write(b)
+		return 0
+	}
+	level := new(slog.LevelVar)
+	l, err := kernel.ParseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "switchyard serve: %v\n", err)
+		return 2
+	}
+	level.Set(l)
+	log, err := kernel.NewLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "switchyard serve: %v\n", err)
+		return 2
+	}
+	opts.Logger, opts.Level = log, level
+	log.Info("switchyard starting", "version", opts.Version, "pid", os.Getpid())
+	k, err := kernel.New(opts)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	if err := k.Run(context.Background()); err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func ctl(args []string) int {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	socket := fs.String("socket", "", "admin socket `path`")
+	configPath := fs.String("config", "", "read admin.socket from this configuration `file`")
+	jsonOut := fs.Bool("json", false, "print the raw JSON reply")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	return kernel.Ctl(context.Background(), kernel.CtlOptions{
+		Socket:     *socket,
+		ConfigPath: *configPath,
+		JSON:       *jsonOut,
+		Timeout:    *timeout,
+		Getenv:     os.Getenv,
+	}, fs.Args(), os.Stdout, os.Stderr)
+}

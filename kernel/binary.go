@@ -1,0 +1,177 @@
+package kernel
+
+import (
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNotExecutable is wrapped by errors about a plugin path that does not
+// hold a complete executable for this machine.
+var ErrNotExecutable = errors.New("kernel: not a complete executable")
+
+// fileID is what the watcher compares to tell whether a file changed:
+// replacing it (rename), rewriting it in place and touching it all change it.
+type fileID struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+	dev   uint64
+}
+
+func statID(path string) (fileID, os.FileInfo, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, nil, err
+	}
+	id := fileID{size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.ino, id.dev = st.Ino, st.Dev
+	}
+	return id, fi, nil
+}
+
+// checkExecutable says whether f, opened from path, is a complete
+// executable for this machine: a regular file with an execute bit that
+// debug/elf can parse (a file still being written usually cannot: Go puts
+// the section headers at the end).
+func checkExecutable(path string, f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: %w: not a regular file", path, ErrNotExecutable)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s: %w: no execute permission", path, ErrNotExecutable)
+	}
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %v", path, ErrNotExecutable, err)
+	}
+	defer ef.Close()
+	if ef.Type != elf.ET_EXEC && ef.Type != elf.ET_DYN {
+		return fmt.Errorf("%s: %w: ELF type %v", path, ErrNotExecutable, ef.Type)
+	}
+	if want, ok := elfMachine[runtime.GOARCH]; ok && ef.Machine != want {
+		return fmt.Errorf("%s: %w: built for %v, this machine is %s", path, ErrNotExecutable, ef.Machine, runtime.GOARCH)
+	}
+	// Every section must lie within the file: a truncated copy fails here.
+	for _, s := range ef.Sections {
+		if s.Type != elf.SHT_NOBITS && s.Offset+s.FileSize > uint64(fi.Size()) {
+			return fmt.Errorf("%s: %w: truncated (section %s ends past the file)", path, ErrNotExecutable, s.Name)
+		}
+	}
+	return nil
+}
+
+var elfMachine = map[string]elf.Machine{
+	"amd64":   elf.EM_X86_64,
+	"arm64":   elf.EM_AARCH64,
+	"386":     elf.EM_386,
+	"arm":     elf.EM_ARM,
+	"riscv64": elf.EM_RISCV,
+	"ppc64le": elf.EM_PPC64,
+	"s390x":   elf.EM_S390,
+}
+
+// binary is a plugin executable copied into the snapshot directory.
+type binary struct {
+	source string // the configured path it was copied from
+	hash   string // sha256, hex
+	path   string // <snapshots>/<hash>, mode 0555
+	id     fileID // of source, when it was read
+}
+
+// snapshot validates the executable at path and copies it to a
+// content-addressed file in dir, which the kernel then execs. Operators may
+// overwrite the watched path in place while the snapshot runs, and the
+// previous snapshot stays for rollback.
+func snapshot(path, dir string) (*binary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	before, _, err := statID(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkExecutable(path, f); err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(dir, ".incoming-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), f); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	after, _, err := statID(path)
+	if err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if after != before {
+		tmp.Close()
+		return nil, fmt.Errorf("%s: %w: changed while being read", path, ErrNotExecutable)
+	}
+	if err := tmp.Chmod(0o555); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	b := &binary{source: path, hash: hex.EncodeToString(h.Sum(nil)), id: before}
+	b.path = filepath.Join(dir, b.hash)
+	if _, err := os.Stat(b.path); err == nil {
+		return b, nil
+	}
+	if err := os.Rename(tmp.Name(), b.path); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// gcSnapshots removes the snapshots in dir whose hash keep does not hold,
+// and leftovers of interrupted copies.
+func gcSnapshots(dir string, keep map[string]bool) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if keep[name] {
+			continue
+		}
+		if len(name) == sha256.Size*2 || strings.HasPrefix(name, ".incoming-") {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

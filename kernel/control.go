@@ -1,0 +1,169 @@
+package kernel
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/kernel/admin"
+)
+
+// Handle answers admin commands; it implements admin.Handler.
+func (k *Kernel) Handle(ctx context.Context, cmd admin.Command) (any, error) {
+	switch cmd.Name {
+	case "status":
+		return k.Status(), nil
+	case "plugins":
+		return k.Plugins(), nil
+	case "listeners":
+		return k.Listeners(), nil
+	case "conns":
+		return []any{}, nil // line listeners arrive with a later build
+	case "reload":
+		return k.Reload(ctx, cmd.Args[0])
+	case "reload-config":
+		return k.ReloadConfig(ctx)
+	case "shutdown":
+		k.Shutdown()
+		return "shutting down", nil
+	case "log-level":
+		return k.setLevel(cmd.Args[0])
+	default:
+		return nil, fmt.Errorf("%s is not supported by this build yet", cmd.Name)
+	}
+}
+
+// StatusInfo is the answer to `ctl status`.
+type StatusInfo struct {
+	Version     string         `json:"version"`
+	PID         int            `json:"pid"`
+	UptimeS     float64        `json:"uptime_s"`
+	Listeners   []ListenerInfo `json:"listeners"`
+	Plugins     []pluginInfo   `json:"plugins"`
+	Connections int64          `json:"connections"`
+	Config      string         `json:"config"`
+	State       string         `json:"state"`
+	LogLevel    string         `json:"log_level"`
+}
+
+// Status reports the kernel's state.
+func (k *Kernel) Status() StatusInfo {
+	ls := k.Listeners()
+	var conns int64
+	for _, l := range ls {
+		conns += l.Connections
+	}
+	return StatusInfo{
+		Version:     k.opts.Version,
+		PID:         os.Getpid(),
+		UptimeS:     time.Since(k.started).Round(time.Millisecond).Seconds(),
+		Listeners:   ls,
+		Plugins:     k.Plugins(),
+		Connections: conns,
+		Config:      k.Config().Source,
+		State:       k.stateDir,
+		LogLevel:    strings.ToLower(k.level.Level().String()),
+	}
+}
+
+// Plugins lists the plugin slots, by name.
+func (k *Kernel) Plugins() []pluginInfo {
+	k.mu.Lock()
+	slots := slices.Collect(maps.Values(k.slots))
+	k.mu.Unlock()
+	out := make([]pluginInfo, 0, len(slots))
+	for _, s := range slots {
+		out = append(out, s.info())
+	}
+	slices.SortFunc(out, func(a, b pluginInfo) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ListenerInfo is one row of `ctl listeners`.
+type ListenerInfo struct {
+	Name        string `json:"name"`
+	Protocol    string `json:"protocol"`
+	Address     string `json:"address"`
+	Bound       string `json:"bound"`
+	Plugin      string `json:"plugin"`
+	Connections int64  `json:"connections"`
+	Accepted    int64  `json:"accepted"`
+	Requests    int64  `json:"requests"`
+	Errors      int64  `json:"errors"`
+}
+
+// Listeners lists the listeners, by name.
+func (k *Kernel) Listeners() []ListenerInfo {
+	k.mu.Lock()
+	ls := slices.Collect(maps.Values(k.listeners))
+	k.mu.Unlock()
+	out := make([]ListenerInfo, 0, len(ls))
+	for _, l := range ls {
+		st := l.srv.Stats()
+		out = append(out, ListenerInfo{
+			Name:        l.cfg.Name,
+			Protocol:    l.cfg.Protocol,
+			Address:     l.cfg.Address,
+			Bound:       l.sock.ln.Addr().String(),
+			Plugin:      l.route.slot.Load().name,
+			Connections: st.Connections,
+			Accepted:    st.Accepted,
+			Requests:    st.Requests,
+			Errors:      st.Errors,
+		})
+	}
+	slices.SortFunc(out, func(a, b ListenerInfo) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ReloadResult is the answer to `ctl reload PLUGIN`.
+type ReloadResult struct {
+	Name       string `json:"name"`
+	Generation uint64 `json:"generation"`
+	Version    string `json:"version"`
+	PID        int    `json:"pid"`
+	SHA256     string `json:"sha256"`
+}
+
+// Reload swaps the plugin now, even if its executable is unchanged. It
+// answers once the new version serves, or with the error that kept the old
+// one.
+func (k *Kernel) Reload(ctx context.Context, name string) (*ReloadResult, error) {
+	k.mu.Lock()
+	s, ok := k.slots[name]
+	k.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no plugin %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(k.slotNames())), ", "))
+	}
+	in, err := s.swap(ctx, true, "ctl reload")
+	if err != nil {
+		return nil, err
+	}
+	return &ReloadResult{Name: name, Generation: in.gen, Version: in.version, PID: in.pid, SHA256: in.bin.hash}, nil
+}
+
+func (k *Kernel) slotNames() map[string]bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m := make(map[string]bool, len(k.slots))
+	for n := range k.slots {
+		m[n] = true
+	}
+	return m
+}
+
+func (k *Kernel) setLevel(s string) (any, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return nil, errors.New("log level must be debug, info, warn or error")
+	}
+	k.level.Set(l)
+	return map[string]string{"log_level": strings.ToLower(l.String())}, nil
+}

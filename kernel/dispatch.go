@@ -1,0 +1,100 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/switchyard-dev/switchyard/plugins/host"
+)
+
+// route connects a listener to the slot that answers it. A configuration
+// reload that points the listener at another plugin swaps the slot
+// atomically; the listener's socket and front end stay.
+type route struct {
+	listener string
+	slot     atomic.Pointer[slot]
+}
+
+func newRoute(listener string, s *slot) *route {
+	r := &route{listener: listener}
+	r.slot.Store(s)
+	return r
+}
+
+// Dispatch implements listeners/http.Dispatcher.
+func (rt *route) Dispatch(w http.ResponseWriter, r *http.Request) error {
+	return rt.slot.Load().serveHTTP(w, r, rt.listener)
+}
+
+// maxAttempts bounds how often a call that never reached a plugin is retried
+// on the next instance (after a crash or a swap raced with it).
+const maxAttempts = 3
+
+// serveHTTP answers r with the slot's current instance. A call that could
+// not be sent because the instance had just died is sent again to its
+// replacement, so a crash costs only the calls the dead process held.
+func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string) error {
+	cfg, _ := s.config()
+	ctx, cancel := context.WithTimeoutCause(r.Context(), cfg.CallTimeout.D(),
+		fmt.Errorf("plugin %s: no answer within call_timeout %v: %w", s.name, cfg.CallTimeout.D(), context.DeadlineExceeded))
+	defer cancel()
+	var err error
+	for range maxAttempts {
+		var in *instance
+		in, err = s.acquire(ctx)
+		if err != nil {
+			if r.Context().Err() != nil {
+				return nil // the client went away while we waited
+			}
+			break
+		}
+		err = in.proc.ServeHTTP(ctx, w, r, listener)
+		in.release()
+		if errors.Is(err, host.ErrNotSent) {
+			s.lost(in, err)
+			continue
+		}
+		break
+	}
+	if err == nil {
+		s.served.Add(1)
+		return nil
+	}
+	s.errs.Add(1)
+	if errors.Is(err, host.ErrAborted) {
+		s.log.Warn("response cut off", "listener", listener, "uri", r.RequestURI, "error", err)
+		panic(http.ErrAbortHandler)
+	}
+	code := host.StatusFor(err)
+	switch {
+	case errors.Is(err, ErrNoInstance), errors.Is(err, ErrStopped):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	s.log.Warn("call failed", "listener", listener, "method", r.Method, "uri", r.RequestURI, "status", code, "error", err)
+	h := w.Header()
+	clear(h)
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "%d %s: plugin %s: %s\n", code, http.StatusText(code), s.name, publicReason(err))
+	return err
+}
+
+// publicReason says what went wrong without the internals of the error.
+func publicReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time"
+	case errors.Is(err, ErrNoInstance), errors.Is(err, ErrStopped), errors.Is(err, host.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, host.ErrBadRequest):
+		return "could not read the request"
+	default:
+		return "failed"
+	}
+}

@@ -1,0 +1,268 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"github.com/switchyard-dev/switchyard/internal/testbin"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const reloadBase = `
+[plugins.probe]
+path = "plugins/probe"
+drain_timeout = "5s"
+
+[plugins.hello]
+path = "plugins/hello"
+
+[[listeners]]
+name = "keep"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "probe"
+
+[[listeners]]
+name = "gone"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "hello"
+
+[[listeners]]
+name = "tuned"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "hello"
+max_body = 1000
+`
+
+// TestReloadConfig adds a listener, removes one, changes a plugin's path
+// and points a listener at another plugin. The unchanged listener keeps its
+// socket: the same listening fd, and no connection refused at any moment.
+func TestReloadConfig(t *testing.T) {
+	probe1, probe2 := probeBin(t, "v1"), probeBin(t, "v2")
+	tk := startKernel(t, reloadBase, map[string]string{"probe": probe1, "hello": helloBin(t, "v1"), "probe2": probe2})
+	keepURL, goneURL := tk.url("keep"), tk.url("gone")
+	keepSock := tk.k.listeners["keep"].sock
+	keepFD := listenerFD(t, keepSock)
+	tunedURL, tunedSock := tk.url("tuned"), tk.k.listeners["tuned"].sock
+	c := &http.Client{Timeout: 10 * time.Second}
+	mustGet(t, c, goneURL+"/")
+
+	// Dial the kept listener continuously through the reload.
+	var refused, dials atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		addr := strings.TrimPrefix(keepURL, "http://")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					refused.Add(1)
+				}
+				continue
+			}
+			dials.Add(1)
+			conn.Close()
+		}
+	}()
+
+	next := strings.Replace(reloadBase, `path = "plugins/probe"`, `path = "plugins/probe2"`, 1)
+	next = strings.Replace(next, `name = "gone"`, `name = "added"`, 1)
+	next = strings.Replace(next, `max_body = 1000`, `max_body = 2000`, 1)
+	next += `
+[[listeners]]
+name = "hello2"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "hello"
+`
+	if err := os.WriteFile(tk.cfgPath, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := tk.ctl("reload-config")
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if !r.OK {
+		t.Fatalf("reload-config: %s", r.Error)
+	}
+	t.Logf("reload-config: %s", r.Data)
+
+	if n := refused.Load(); n != 0 {
+		t.Errorf("%d of %d connections to the kept listener were refused", n, n+dials.Load())
+	}
+	l := tk.k.listeners["keep"]
+	if l.sock != keepSock || listenerFD(t, l.sock) != keepFD {
+		t.Error("the kept listener's socket changed")
+	}
+	if tk.url("keep") != keepURL {
+		t.Errorf("kept listener moved from %s to %s", keepURL, tk.url("keep"))
+	}
+	// The listener with new settings has a new front end on the same socket.
+	if tk.k.listeners["tuned"].sock != tunedSock || tk.url("tuned") != tunedURL {
+		t.Error("the retuned listener's socket changed")
+	}
+	if !strings.Contains(string(r.Data), `"listeners_replaced":["tuned"]`) {
+		t.Errorf("tuned was not replaced: %s", r.Data)
+	}
+	req, _ := http.NewRequest("POST", tunedURL+"/", strings.NewReader(strings.Repeat("x", 1500)))
+	if res, err := c.Do(req); err != nil || res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("1500-byte POST to the retuned listener: %v %v, want hello's 405 (max_body is 2000 now)", res, err)
+	} else {
+		res.Body.Close()
+	}
+	// The changed path started a new process: v2 answers on the kept socket.
+	if body := mustGet(t, c, keepURL+"/"); !strings.HasPrefix(body, "probe v2 ") {
+		t.Errorf("kept listener answers %q, want probe v2", body)
+	}
+	if p := tk.plugin("probe"); p.Generation != 2 || p.Version != "v2" {
+		t.Errorf("probe: generation %d version %s, want 2 and v2", p.Generation, p.Version)
+	}
+	// The removed listener's socket is closed.
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(goneURL, "http://"), time.Second); err == nil {
+		t.Error("the removed listener still accepts connections")
+	}
+	// The added listeners answer.
+	for _, name := range []string{"added", "hello2"} {
+		if body := mustGet(t, c, tk.url(name)+"/"); !strings.HasPrefix(body, "hello from v1") {
+			t.Errorf("%s answers %q", name, body)
+		}
+	}
+}
+
+// TestReloadConfigRefused: a configuration that does not parse, or whose
+// new plugin cannot start, or whose new address is taken, changes nothing.
+func TestReloadConfigRefused(t *testing.T) {
+	tk := startKernel(t, reloadBase, map[string]string{"probe": probeBin(t, "v1"), "hello": helloBin(t, "v1")})
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cases := map[string]string{
+		"unknown key":    reloadBase + "\nbogus = 1\n",
+		"missing plugin": strings.Replace(reloadBase, `plugin = "hello"`, `plugin = "nope"`, 1),
+		"broken new plugin": reloadBase + `
+[plugins.broken]
+path = "plugins/nothing-here"
+[[listeners]]
+name = "b"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "broken"
+`,
+		"address taken": reloadBase + `
+[[listeners]]
+name = "b"
+protocol = "http"
+address = "` + taken.Addr().String() + `"
+plugin = "hello"
+`,
+	}
+	before := toJSON(tk.k.Listeners())
+	for name, cfg := range cases {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(tk.cfgPath, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := tk.ctl("reload-config")
+			if r.OK {
+				t.Fatalf("reload-config accepted a bad config: %s", r.Data)
+			}
+			t.Logf("refused: %s", r.Error)
+			if got := toJSON(tk.k.Listeners()); got != before {
+				t.Errorf("listeners changed:\n%s\nwant\n%s", got, before)
+			}
+			if len(tk.k.Plugins()) != 2 {
+				t.Errorf("plugins: %s", toJSON(tk.k.Plugins()))
+			}
+		})
+	}
+}
+
+// listenerFD returns the file descriptor number of a socket's listener.
+func listenerFD(t *testing.T, s *socket) uintptr {
+	t.Helper()
+	sc, ok := s.ln.(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T has no raw conn", s.ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := rc.Control(func(f uintptr) { fd = f }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// TestShutdownRightAfterStart starts and stops a kernel twenty times, the
+// stop coming within milliseconds of the start: each Run returns within 5
+// seconds and leaves no plugin process.
+func TestShutdownRightAfterStart(t *testing.T) {
+	probe := probeBin(t, "v1")
+	for i := range 20 {
+		dir := t.TempDir()
+		if err := os.MkdirAll(dir+"/plugins", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, probe, dir+"/plugins/probe")
+		if err := os.WriteFile(dir+"/config.toml", []byte(probeConfig("")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run := shortTempDir(t)
+		logs := &logBuffer{}
+		k, err := New(Options{
+			ConfigPath: dir + "/config.toml",
+			DataDir:    dir + "/state",
+			Socket:     run + "/admin.sock",
+			Logger:     newTestLogger(logs),
+			Getenv: func(k string) string {
+				return map[string]string{"XDG_RUNTIME_DIR": run, "GORACE": "atexit_sleep_ms=0"}[k]
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- k.Run(context.Background()) }()
+		time.Sleep(time.Duration(i%5) * time.Millisecond)
+		t0 := time.Now()
+		k.Shutdown()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run %d: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("run %d: no exit within 5s of Shutdown\n%s", i, logs.String())
+		}
+		if d := time.Since(t0); d > 5*time.Second {
+			t.Errorf("run %d: stopped after %v", i, d)
+		}
+		if pids := testbin.ProcessesUnder(dir); len(pids) > 0 {
+			t.Fatalf("run %d: plugin processes left: %v\n%s", i, pids, logs.String())
+		}
+		if _, err := os.Stat(run + "/admin.sock"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("run %d: admin socket left behind (%v)", i, err)
+		}
+	}
+}

@@ -1,0 +1,701 @@
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/kernel/config"
+	"github.com/switchyard-dev/switchyard/plugins/host"
+	"github.com/switchyard-dev/switchyard/plugins/proto"
+)
+
+// Slot states as `ctl plugins` reports them.
+const (
+	stateStarting = "starting" // no instance serves yet: first start, or a restart after a crash
+	stateServing  = "serving"
+	stateDraining = "draining" // the slot is being stopped; its last instance finishes its calls
+	stateFailed   = "failed"   // no instance serves and the last start failed; a restart is scheduled
+	stateStopped  = "stopped"
+)
+
+// Errors of the slot state machine.
+var (
+	// ErrUnchanged: a file change left the executable's content as it is.
+	ErrUnchanged = errors.New("kernel: executable unchanged")
+	// ErrStopped: the slot has been stopped.
+	ErrStopped = errors.New("kernel: plugin stopped")
+	// ErrNoInstance: no instance became available in time for a call.
+	ErrNoInstance = errors.New("kernel: no plugin instance available")
+)
+
+const (
+	// restartWait bounds how long a new call waits for a restarting plugin
+	// before it fails.
+	restartWait = 5 * time.Second
+	// backoff of restarts after a crash.
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 30 * time.Second
+	// stableAfter: an instance that lived this long resets the backoff.
+	stableAfter = 10 * time.Second
+	// keepSnapshots is how many recent executables a slot keeps for
+	// rollback.
+	keepSnapshots = 3
+)
+
+// slot is one [plugins.NAME] entry: at most one current instance that new
+// calls go to, and any number of draining ones finishing their calls. Swaps,
+// restarts and stopping are serialised by swapMu; the fields calls read are
+// guarded by mu, and the hot path (acquire) takes mu only briefly.
+type slot struct {
+	k    *Kernel
+	name string
+	log  *slog.Logger
+
+	ctx    context.Context // cancelled when the slot stops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // drains, exit watchers, restarts, the kick loop
+	kick   chan struct{}  // the watcher's "file changed", coalesced
+
+	swapMu sync.Mutex // serialises swap, restart and stop
+
+	mu         sync.Mutex
+	cfg        *config.Plugin    // guarded by mu
+	listeners  []*proto.Listener // routing here; guarded by mu
+	current    *instance         // guarded by mu
+	draining   []*instance       // guarded by mu
+	generation uint64            // of the newest instance started; guarded by mu
+	state      string            // guarded by mu
+	changed    chan struct{}     // closed and replaced when current changes; guarded by mu
+	lastSwap   time.Time         // guarded by mu
+	lastError  string            // guarded by mu
+	failedHash string            // the executable whose start failed last; guarded by mu
+	history    []string          // recent hashes, newest last; guarded by mu
+	backoff    time.Duration     // next restart delay; guarded by mu
+	stopping   bool              // guarded by mu
+	served     atomic.Uint64
+	errs       atomic.Uint64
+	restarts   atomic.Uint64
+}
+
+func newSlot(k *Kernel, cfg *config.Plugin) *slot {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &slot{
+		k:       k,
+		name:    cfg.Name,
+		log:     k.log.With("plugin", cfg.Name),
+		ctx:     ctx,
+		cancel:  cancel,
+		kick:    make(chan struct{}, 1),
+		cfg:     cfg,
+		state:   stateStarting,
+		changed: make(chan struct{}),
+	}
+}
+
+// instance is one running process of a slot.
+type instance struct {
+	proc    *host.Process
+	gen     uint64
+	bin     *binary
+	version string
+	// protocols the process serves, as Describe said.
+	protocols []string
+	pid       int
+	started   time.Time
+
+	// calls counts calls in flight; retiredBit marks an instance that takes
+	// no new calls. Lock-free, since every call passes here.
+	calls   atomic.Int64
+	idle    chan struct{} // closed once retired with no call in flight
+	idleOne sync.Once
+	lostOne sync.Once // the slot handles an instance's loss once
+}
+
+const retiredBit = int64(1) << 62
+
+func (in *instance) tryAcquire() bool {
+	for {
+		v := in.calls.Load()
+		if v&retiredBit != 0 {
+			return false
+		}
+		if in.calls.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+func (in *instance) release() {
+	if in.calls.Add(-1) == retiredBit {
+		in.idleOne.Do(func() { close(in.idle) })
+	}
+}
+
+// retire stops new calls; idle closes once the calls in flight are done.
+func (in *instance) retire() {
+	if in.calls.Or(retiredBit)&^retiredBit == 0 {
+		in.idleOne.Do(func() { close(in.idle) })
+	}
+}
+
+func (in *instance) inflight() int64 { return in.calls.Load() &^ retiredBit }
+
+// setConfig updates the slot's configuration and the listeners routing to
+// it. A change that needs a new process is the caller's to act on.
+func (s *slot) setConfig(cfg *config.Plugin, listeners []*proto.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+	s.listeners = listeners
+}
+
+func (s *slot) config() (*config.Plugin, []*proto.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg, s.listeners
+}
+
+// setCurrentLocked makes in the instance new calls go to, and wakes the
+// calls waiting for one.
+func (s *slot) setCurrentLocked(in *instance) {
+	s.current = in
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// acquire returns the current instance with a call counted on it. While the
+// slot has none (a restart is under way) it waits up to restartWait, bounded
+// by ctx.
+func (s *slot) acquire(ctx context.Context) (*instance, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	var expired <-chan time.Time
+	for {
+		s.mu.Lock()
+		in, changed, state := s.current, s.changed, s.state
+		s.mu.Unlock()
+		if in != nil && in.tryAcquire() {
+			return in, nil
+		}
+		switch state {
+		case stateStopped, stateDraining:
+			return nil, ErrStopped
+		case stateFailed:
+			s.mu.Lock()
+			why := s.lastError
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s", ErrNoInstance, why)
+		}
+		if timer == nil {
+			timer = time.NewTimer(restartWait)
+			expired = timer.C
+		}
+		select {
+		case <-changed:
+		case <-expired:
+			return nil, fmt.Errorf("%w within %v (%s)", ErrNoInstance, restartWait, state)
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// prepare starts a new instance from b as generation gen: exec, handshake,
+// Describe (it must serve every protocol the slot's listeners need),
+// Configure, and the Calls streams. It does not switch traffic to it.
+func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*proto.Listener, b *binary, gen uint64) (*instance, error) {
+	settings, err := json.Marshal(cfg.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	log := s.log.With("generation", gen)
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	// The Go runtime's debugging knobs follow the kernel into its plugins,
+	// so a race-enabled or traceback-tuned deployment covers them too.
+	for _, name := range []string{"GORACE", "GOTRACEBACK"} {
+		if v := s.k.getenv(name); v != "" {
+			env = append(env, name+"="+v)
+		}
+	}
+	for _, k := range sortedKeys(cfg.Env) {
+		env = append(env, k+"="+cfg.Env[k])
+	}
+	started := time.Now()
+	ph := &pidHandler{Handler: log.Handler()}
+	proc, err := host.Start(ctx, host.Spec{
+		Path:         b.path,
+		SHA256:       b.hash,
+		Args:         cfg.Args,
+		Env:          env,
+		SocketDir:    s.k.socketDir,
+		StartTimeout: cfg.StartTimeout.D(),
+		Logger:       slog.New(ph),
+	})
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{proc: proc, gen: gen, bin: b, pid: proc.Pid(), started: started, idle: make(chan struct{})}
+	ph.pid.Store(int64(in.pid))
+	fail := func(err error) (*instance, error) {
+		proc.Kill()
+		return nil, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, cfg.CallTimeout.D())
+	defer cancel()
+	d, err := proc.Describe(callCtx)
+	if err != nil {
+		return fail(err)
+	}
+	in.version = d.GetVersion()
+	in.protocols = d.GetProtocols()
+	for _, l := range listeners {
+		if !serves(d.GetProtocols(), l.GetProtocol()) {
+			return fail(fmt.Errorf("%s %s does not serve %s, which listener %q needs (it serves %v)",
+				d.GetName(), d.GetVersion(), l.GetProtocol(), l.GetName(), d.GetProtocols()))
+		}
+	}
+	err = proc.Configure(callCtx, &proto.ConfigureRequest{
+		Slot:         s.name,
+		Generation:   gen,
+		SettingsJson: settings,
+		Listeners:    listeners,
+		LogLevel:     int32(s.k.level.Level()),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := proc.Open(0); err != nil {
+		return fail(err)
+	}
+	log.Info("plugin started", "version", in.version, "pid", in.pid, "sha256", b.hash[:12], "took", time.Since(started).Round(time.Millisecond))
+	return in, nil
+}
+
+// serves reports whether a plugin serving protocols can answer a listener of
+// protocol p: SCGI requests reach the plugin as HTTP.
+func serves(protocols []string, p string) bool {
+	if p == "scgi" {
+		p = "http"
+	}
+	return slices.Contains(protocols, p)
+}
+
+// commit switches new calls to in and drains the instance it replaces.
+func (s *slot) commit(in *instance, swapped bool) {
+	s.mu.Lock()
+	old := s.current
+	s.setCurrentLocked(in)
+	s.generation = in.gen
+	s.state = stateServing
+	if swapped {
+		s.lastSwap = time.Now()
+	}
+	s.lastError = ""
+	s.failedHash = ""
+	s.history = append(slices.DeleteFunc(s.history, func(h string) bool { return h == in.bin.hash }), in.bin.hash)
+	if len(s.history) > keepSnapshots {
+		s.history = s.history[len(s.history)-keepSnapshots:]
+	}
+	if old != nil {
+		s.draining = append(s.draining, old)
+	}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchExit(in)
+	}()
+	if old != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.drain(old)
+		}()
+	}
+	s.k.gcSnapshots()
+}
+
+// drain retires in, waits for its calls (up to drain_timeout), ends its
+// streams and stops the process.
+func (s *slot) drain(in *instance) {
+	cfg, _ := s.config()
+	in.retire()
+	t := time.NewTimer(cfg.DrainTimeout.D())
+	defer t.Stop()
+	select {
+	case <-in.idle:
+	case <-in.proc.Exited():
+	case <-t.C:
+		s.log.Warn("drain timeout: stopping a plugin with calls in flight",
+			"generation", in.gen, "pid", in.pid, "inflight", in.inflight(), "drain_timeout", cfg.DrainTimeout.D())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = in.proc.Drain(ctx)
+	cancel()
+	in.proc.Kill()
+	s.mu.Lock()
+	s.draining = slices.DeleteFunc(s.draining, func(d *instance) bool { return d == in })
+	s.mu.Unlock()
+	s.log.Debug("plugin drained", "generation", in.gen, "pid", in.pid)
+}
+
+// watchExit waits for in's process to exit and handles an exit nobody asked
+// for.
+func (s *slot) watchExit(in *instance) {
+	<-in.proc.Exited()
+	s.lost(in, in.proc.ExitErr())
+}
+
+// lost handles an instance that can no longer serve: its process exited, or
+// its streams broke. If it was current, calls wait while a restart with
+// backoff brings the same executable back.
+func (s *slot) lost(in *instance, cause error) {
+	first := false
+	in.lostOne.Do(func() { first = true })
+	if !first {
+		return
+	}
+	s.mu.Lock()
+	wasCurrent := s.current == in
+	var delay time.Duration
+	if wasCurrent && !s.stopping {
+		s.setCurrentLocked(nil)
+		if time.Since(in.started) > stableAfter {
+			s.backoff = 0
+		}
+		delay = s.nextBackoffLocked()
+		// Calls wait for a restart that comes soon; with a long backoff
+		// they fail at once instead.
+		s.state = stateStarting
+		if delay >= restartWait {
+			s.state = stateFailed
+		}
+		s.lastError = fmt.Sprintf("generation %d (pid %d) exited: %v", in.gen, in.pid, exitText(cause))
+	}
+	s.mu.Unlock()
+	in.retire()
+	if !wasCurrent {
+		return
+	}
+	s.restarts.Add(1)
+	s.log.Error("plugin exited; restarting", "generation", in.gen, "pid", in.pid, "cause", exitText(cause), "backoff", delay)
+	// Kill makes sure a process with broken streams is gone, and reaps it.
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		in.proc.Kill()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.restart(in.bin, delay)
+	}()
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// restart brings the slot back after delay: from b, the executable that
+// was running, or, when b is nil (a first start failed), from the configured
+// path. It retries with growing delays until an instance serves (or a swap
+// got there first) or the slot stops.
+func (s *slot) restart(b *binary, delay time.Duration) {
+	for {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		err := s.restartOnce(b)
+		if err == nil || s.ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		s.state = stateFailed
+		s.lastError = "restart: " + err.Error()
+		delay = s.nextBackoffLocked()
+		s.mu.Unlock()
+		s.log.Error("plugin restart failed", "error", err, "retry_in", delay)
+	}
+}
+
+// restartOnce makes one attempt; it succeeds at once when the slot has an
+// instance again or is stopping.
+func (s *slot) restartOnce(b *binary) error {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	s.mu.Lock()
+	skip := s.current != nil || s.stopping
+	gen := s.generation + 1
+	s.mu.Unlock()
+	if skip {
+		return nil
+	}
+	if b == nil {
+		_, err := s.swapLocked(s.ctx, true, "start")
+		return err
+	}
+	cfg, listeners := s.config()
+	in, err := s.prepare(s.ctx, cfg, listeners, b, gen)
+	if err != nil {
+		return err
+	}
+	s.commit(in, false)
+	return nil
+}
+
+// nextBackoffLocked returns the delay before the next restart attempt and
+// doubles the one after it.
+func (s *slot) nextBackoffLocked() time.Duration {
+	d := s.backoff
+	s.backoff = min(max(2*s.backoff, minBackoff), maxBackoff)
+	return d
+}
+
+// swap replaces the running executable with the one at the slot's path:
+// snapshot, start, switch, drain the old. Without force, an executable whose
+// content is already running is left alone (ErrUnchanged), and so is one
+// that failed already and has not changed since. Any failure keeps the old
+// instance serving and records last_error.
+func (s *slot) swap(ctx context.Context, force bool, reason string) (*instance, error) {
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	in, err := s.swapLocked(ctx, force, reason)
+	if err != nil && !errors.Is(err, ErrUnchanged) {
+		s.mu.Lock()
+		s.lastError = err.Error()
+		if s.current == nil && !s.stopping {
+			s.state = stateFailed
+		}
+		s.mu.Unlock()
+		s.log.Error("plugin swap failed; the running version keeps serving", "reason", reason, "error", err)
+	}
+	return in, err
+}
+
+func (s *slot) swapLocked(ctx context.Context, force bool, reason string) (*instance, error) {
+	s.mu.Lock()
+	cfg, listeners, cur, stopping, failed, gen := s.cfg, s.listeners, s.current, s.stopping, s.failedHash, s.generation+1
+	s.mu.Unlock()
+	if stopping {
+		return nil, ErrStopped
+	}
+	t0 := time.Now()
+	b, release, err := s.k.snapshot(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	s.log.Debug("executable read", "sha256", b.hash[:12], "took", time.Since(t0).Round(time.Millisecond))
+	if !force && cur != nil && cur.bin.hash == b.hash {
+		return cur, ErrUnchanged
+	}
+	if !force && failed == b.hash {
+		return nil, fmt.Errorf("%w: sha256 %s failed before", ErrUnchanged, b.hash[:12])
+	}
+	ctx, cancel := mergeCancel(ctx, s.ctx)
+	defer cancel()
+	in, err := s.prepare(ctx, cfg, listeners, b, gen)
+	if err != nil {
+		s.mu.Lock()
+		s.failedHash = b.hash
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.commit(in, cur != nil)
+	if cur != nil {
+		s.log.Info("plugin swapped", "reason", reason, "generation", in.gen, "version", in.version,
+			"pid", in.pid, "from_generation", cur.gen, "from_version", cur.version, "took", time.Since(t0).Round(time.Millisecond))
+	}
+	return in, nil
+}
+
+// start brings the slot up for the first time. A failure is recorded and
+// retried with backoff, as after a crash: the kernel serves what it can.
+func (s *slot) start(ctx context.Context) error {
+	_, err := s.swap(ctx, true, "start")
+	if err == nil || s.ctx.Err() != nil || ctx.Err() != nil {
+		return err
+	}
+	s.mu.Lock()
+	delay := max(s.nextBackoffLocked(), minBackoff)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.restart(nil, delay)
+	}()
+	return err
+}
+
+// runKicks swaps on each file change the watcher reports, one at a time;
+// changes that arrive during a swap coalesce into one more.
+func (s *slot) runKicks() {
+	for {
+		select {
+		case <-s.kick:
+			_, _ = s.swap(s.ctx, false, "file changed")
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// fileChanged is the watcher's signal.
+func (s *slot) fileChanged() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// stop drains the slot's instances (each up to drain_timeout, bounded by
+// ctx) and stops it. Calls arriving afterwards fail with ErrStopped.
+func (s *slot) stop(ctx context.Context) {
+	s.mu.Lock()
+	s.stopping = true
+	s.state = stateDraining
+	s.mu.Unlock()
+	s.cancel() // aborts starts, restarts and waits in progress
+	s.swapMu.Lock()
+	s.mu.Lock()
+	cur := s.current
+	if cur != nil {
+		s.setCurrentLocked(nil)
+		s.draining = append(s.draining, cur)
+	}
+	s.mu.Unlock()
+	s.swapMu.Unlock()
+	if cur != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.drain(cur)
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Past the shutdown deadline: kill what is left.
+		s.mu.Lock()
+		left := slices.Clone(s.draining)
+		s.mu.Unlock()
+		for _, in := range left {
+			in.proc.Kill()
+		}
+		<-done
+	}
+	s.mu.Lock()
+	s.state = stateStopped
+	s.mu.Unlock()
+}
+
+// pluginInfo is one row of `ctl plugins`.
+type pluginInfo struct {
+	Name       string         `json:"name"`
+	Path       string         `json:"path"`
+	PID        int            `json:"pid"`
+	Generation uint64         `json:"generation"`
+	Version    string         `json:"version"`
+	State      string         `json:"state"`
+	Inflight   int64          `json:"inflight"`
+	Served     uint64         `json:"served"`
+	Errors     uint64         `json:"errors"`
+	Restarts   uint64         `json:"restarts"`
+	LastSwap   string         `json:"last_swap"`
+	LastError  string         `json:"last_error"`
+	SHA256     string         `json:"sha256"`
+	Draining   []drainingInfo `json:"draining"`
+}
+
+type drainingInfo struct {
+	PID        int    `json:"pid"`
+	Generation uint64 `json:"generation"`
+	Version    string `json:"version"`
+	Inflight   int64  `json:"inflight"`
+}
+
+func (s *slot) info() pluginInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := pluginInfo{
+		Name:       s.name,
+		Path:       s.cfg.Path,
+		Generation: s.generation,
+		State:      s.state,
+		Served:     s.served.Load(),
+		Errors:     s.errs.Load(),
+		Restarts:   s.restarts.Load(),
+		LastError:  s.lastError,
+		Draining:   []drainingInfo{},
+	}
+	if !s.lastSwap.IsZero() {
+		p.LastSwap = s.lastSwap.UTC().Format(time.RFC3339)
+	}
+	if c := s.current; c != nil {
+		p.PID, p.Version, p.SHA256, p.Inflight = c.pid, c.version, c.bin.hash, c.inflight()
+	}
+	for _, d := range s.draining {
+		p.Inflight += d.inflight()
+		p.Draining = append(p.Draining, drainingInfo{PID: d.pid, Generation: d.gen, Version: d.version, Inflight: d.inflight()})
+	}
+	return p
+}
+
+// keep adds the hashes the slot may still need to keep.
+func (s *slot) keep(keep map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.history {
+		keep[h] = true
+	}
+	if s.current != nil {
+		keep[s.current.bin.hash] = true
+	}
+	for _, d := range s.draining {
+		keep[d.bin.hash] = true
+	}
+}
+
+// mergeCancel returns a context that has a's values and deadline and is
+// also cancelled when b is.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(a)
+	stop := context.AfterFunc(b, func() { cancel(context.Cause(b)) })
+	return ctx, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,247 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// socketTable holds the kernel's listening sockets, reference-counted by
+// network and address (as Caddy does), so that a configuration reload that
+// keeps an address never closes its socket, even when the listener's other
+// settings change and a new front end takes over.
+type socketTable struct {
+	mu    sync.Mutex
+	socks map[string]*socket // guarded by mu
+	anon  int                // counts port-0 sockets, which are never shared; guarded by mu
+}
+
+func newSocketTable() *socketTable {
+	return &socketTable{socks: make(map[string]*socket)}
+}
+
+// acquire returns the socket for network and address, binding it if no one
+// holds it yet. Each acquire is paired with a release. An address with port
+// 0 asks for a fresh port each time, so it is never shared.
+func (t *socketTable) acquire(network, address string) (*socket, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	key := network + " " + address
+	if network != "unix" {
+		if _, port, err := net.SplitHostPort(address); err == nil && port == "0" {
+			t.anon++
+			key = fmt.Sprintf("%s #%d", key, t.anon)
+		}
+	}
+	if s, ok := t.socks[key]; ok {
+		s.refs++
+		return s, nil
+	}
+	ln, err := listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{
+		key:   key,
+		ln:    ln,
+		refs:  1,
+		conns: make(chan net.Conn),
+		done:  make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.accept()
+	t.socks[key] = s
+	return s, nil
+}
+
+// ref adds a reference to a socket the caller already holds.
+func (t *socketTable) ref(s *socket) {
+	t.mu.Lock()
+	s.refs++
+	t.mu.Unlock()
+}
+
+// release drops a reference; the last one closes the socket.
+func (t *socketTable) release(s *socket) {
+	t.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	if last {
+		delete(t.socks, s.key)
+	}
+	t.mu.Unlock()
+	if last {
+		s.close()
+	}
+}
+
+// listen binds a stream socket. A UNIX socket path left behind by a dead
+// process is reclaimed; one a live process answers on is not.
+func listen(network, address string) (net.Listener, error) {
+	if network != "unix" {
+		return net.Listen(network, address)
+	}
+	if err := reclaimUnixSocket(address); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(address), 0o755); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", address)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
+}
+
+// reclaimUnixSocket removes a stale socket at path. It refuses to touch a
+// socket a live process accepts on, or a file that is not a socket.
+func reclaimUnixSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: a live process is listening on it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: cannot tell whether it is in use: %w", path, err)
+	}
+	return os.Remove(path)
+}
+
+// socket is one listening socket. Its accept loop hands each connection to
+// whichever view asks first, so front ends can be replaced on a live socket
+// without a moment in which connections are refused.
+type socket struct {
+	key   string
+	ln    net.Listener
+	refs  int           // guarded by socketTable.mu
+	conns chan net.Conn // unbuffered: the loop holds a connection until a view takes it
+	done  chan struct{} // closed by close
+	once  sync.Once
+	wg    sync.WaitGroup // the accept loop and requeues
+
+	mu      sync.Mutex
+	closing bool // no more goroutines may start; guarded by mu
+}
+
+func (s *socket) accept() {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off as net/http does, and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case s.conns <- c:
+		case <-s.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+func (s *socket) close() {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		close(s.done)
+		s.ln.Close()
+		s.wg.Wait()
+	})
+}
+
+// view returns a net.Listener on the socket whose Close ends only this view.
+func (s *socket) view() *socketView {
+	return &socketView{s: s, closed: make(chan struct{})}
+}
+
+type socketView struct {
+	s      *socket
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (v *socketView) Accept() (net.Conn, error) {
+	select {
+	case <-v.closed:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
+	case c := <-v.s.conns:
+		select {
+		case <-v.closed:
+			// Closed while the connection was on its way: it belongs to
+			// whichever view accepts next.
+			v.s.requeue(c)
+			return nil, net.ErrClosed
+		default:
+			return c, nil
+		}
+	case <-v.closed:
+		return nil, net.ErrClosed
+	case <-v.s.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// requeue offers c to the socket's views again.
+func (s *socket) requeue(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		c.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case s.conns <- c:
+		case <-s.done:
+			c.Close()
+		}
+	}()
+}
+
+func (v *socketView) Close() error {
+	v.once.Do(func() { close(v.closed) })
+	return nil
+}
+
+func (v *socketView) Addr() net.Addr { return v.s.ln.Addr() }

@@ -1,0 +1,106 @@
+package kernel
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSocketTable(t *testing.T) {
+	tab := newSocketTable()
+
+	t.Run("port 0 is never shared", func(t *testing.T) {
+		a, err := tab.acquire("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := tab.acquire("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a == b || a.ln.Addr().String() == b.ln.Addr().String() {
+			t.Error("two port-0 acquires share a socket")
+		}
+		tab.release(a)
+		tab.release(b)
+	})
+
+	t.Run("a fixed address is shared and closed by its last release", func(t *testing.T) {
+		a, err := tab.acquire("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := a.ln.Addr().String()
+		b, err := tab.acquire("tcp", addr)
+		if err == nil {
+			t.Fatalf("bound %s twice", addr)
+		}
+		_ = b
+		tab.ref(a)
+		tab.release(a)
+		if c, err := net.Dial("tcp", addr); err != nil {
+			t.Fatalf("closed after the first of two releases: %v", err)
+		} else {
+			c.Close()
+		}
+		tab.release(a)
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatal("still open after the last release")
+		}
+	})
+
+	t.Run("views hand over without a gap", func(t *testing.T) {
+		s, err := tab.acquire("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tab.release(s)
+		v1 := s.view()
+		// A connection made while no view accepts waits in the socket.
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		v1.Close()
+		if _, err := v1.Accept(); err == nil {
+			t.Fatal("a closed view accepted")
+		}
+		v2 := s.view()
+		got, err := v2.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Close()
+		v2.Close()
+	})
+
+	t.Run("a stale unix socket is reclaimed, a live one is not", func(t *testing.T) {
+		dir := shortTempDir(t)
+		path := filepath.Join(dir, "s.sock")
+		live, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tab.acquire("unix", path); err == nil || !strings.Contains(err.Error(), "live process") {
+			t.Fatalf("acquire of a live socket: %v", err)
+		}
+		live.(*net.UnixListener).SetUnlinkOnClose(false)
+		live.Close()
+		s, err := tab.acquire("unix", path)
+		if err != nil {
+			t.Fatalf("acquire of a stale socket: %v", err)
+		}
+		tab.release(s)
+		if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tab.acquire("unix", path); err == nil {
+			t.Fatal("acquire replaced a regular file")
+		}
+	})
+}

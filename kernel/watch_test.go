@@ -1,0 +1,102 @@
+package kernel
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWatchIgnoresNoOps: touching the executable, toggling its execute bit
+// and rewriting identical bytes change its metadata but not its content, so
+// no swap happens.
+func TestWatchIgnoresNoOps(t *testing.T) {
+	bin := probeBin(t, "v1")
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": bin})
+	exe := filepath.Join(tk.dir, "plugins", "probe")
+	before := tk.plugin("probe")
+	now := time.Now().Add(time.Second)
+	if err := os.Chtimes(exe, now, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(exe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if err := os.Chmod(exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	replace(t, bin, exe, false)
+	replace(t, bin, exe, true)
+	// Long enough for the debounce, the settle check and a swap.
+	time.Sleep(2 * time.Second)
+	after := tk.plugin("probe")
+	if after.Generation != before.Generation || after.PID != before.PID || after.LastError != "" {
+		t.Errorf("no-op changes swapped or failed: %+v (before %+v)", after, before)
+	}
+	if tk.logs.contains("plugin swapped") {
+		t.Error("the log shows a swap")
+	}
+	// ctl reload swaps even an unchanged executable.
+	r := tk.ctl("reload probe")
+	if !r.OK || !strings.Contains(string(r.Data), `"generation":2`) {
+		t.Errorf("ctl reload probe: %+v %s", r, r.Data)
+	}
+}
+
+// TestWatchRealTools replaces the executable with the tools operators use:
+// cp (rewrites in place), install (unlinks, writes, sets the mode last) and
+// go build -o (writes the output file). Each is swapped in.
+func TestWatchRealTools(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2", "v3", "v4")
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": bin["v1"]})
+	exe := filepath.Join(tk.dir, "plugins", "probe")
+	c := &http.Client{Timeout: 10 * time.Second}
+	steps := []struct {
+		version string
+		cmd     []string
+	}{
+		{"v2", []string{"cp", bin["v2"], exe}},
+		{"v3", []string{"install", "-m", "0755", bin["v3"], exe}},
+		{"v4", []string{"sh", "-c", "cat " + bin["v4"] + " > " + exe}},
+		{"v1", []string{"cp", "--remove-destination", bin["v1"], exe}},
+	}
+	for _, st := range steps {
+		gen := tk.plugin("probe").Generation
+		if out, err := exec.Command(st.cmd[0], st.cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", st.cmd, err, out)
+		}
+		waitFor(t, 20*time.Second, st.version+" after "+st.cmd[0], func() bool {
+			return tk.plugin("probe").Generation == gen+1
+		})
+		if p := tk.plugin("probe"); p.Version != st.version {
+			t.Errorf("%v: version %s, want %s", st.cmd, p.Version, st.version)
+		}
+		if body := mustGet(t, c, tk.url("web")+"/"); !strings.HasPrefix(body, "probe "+st.version+" ") {
+			t.Errorf("%v: answered %q", st.cmd, body)
+		}
+	}
+}
+
+// TestWatchDirectoryRecreated: the plugin directory is removed and made
+// again (as `rm -rf bin && make build` does); the rescan watches it again
+// and the new executable is swapped in.
+func TestWatchDirectoryRecreated(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2")
+	tk := startKernelWith(t, probeConfig(""), map[string]string{"probe": bin["v1"]}, func(k *Kernel) { k.rescan = 300 * time.Millisecond })
+	dir := filepath.Join(tk.dir, "plugins")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, bin["v2"], filepath.Join(dir, "probe"))
+	waitFor(t, 20*time.Second, "v2 after the directory came back", func() bool {
+		return tk.plugin("probe").Version == "v2"
+	})
+}

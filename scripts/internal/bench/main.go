@@ -1,0 +1,331 @@
+// Command bench measures switchyard beside its baselines in one run: HTTP
+// through a plugin against the same handler served in-process by net/http,
+// and the latency of a hot swap. scripts/bench builds everything and runs
+// it.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Second, "wrk run length")
+	conns := flag.Int("conns", 50, "wrk connections")
+	threads := flag.Int("threads", 2, "wrk threads")
+	swaps := flag.Int("swaps", 20, "hot swaps to time")
+	jsonOut := flag.String("json", "", "also write the results as JSON to this `file`")
+	flag.Parse()
+	if err := run(*duration, *conns, *threads, *swaps, *jsonOut); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// Results is what a run measured.
+type Results struct {
+	Machine string      `json:"machine"`
+	HTTP    []WrkResult `json:"http"`
+	Ratio   float64     `json:"http_ratio"` // plugin req/s over in-process req/s
+	Swap    SwapResult  `json:"swap"`
+}
+
+// WrkResult is one wrk run.
+type WrkResult struct {
+	Name        string  `json:"name"`
+	RequestsSec float64 `json:"requests_per_sec"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	Requests    int64   `json:"requests"`
+	Errors      int64   `json:"errors"`
+}
+
+// SwapResult times hot swaps.
+type SwapResult struct {
+	Count    int       `json:"count"`
+	MedianMS float64   `json:"median_ms"`
+	MaxMS    float64   `json:"max_ms"`
+	AllMS    []float64 `json:"all_ms"`
+}
+
+func run(duration time.Duration, conns, threads, swaps int, jsonOut string) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (Debian: apt-get install wrk)")
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "sybench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// Two builds of hello to swap between; the kernel runs a copy.
+	hello := filepath.Join(root, "bin", "plugins", "hello")
+	alt := map[string]string{}
+	for _, v := range []string{"bench-a", "bench-b"} {
+		out := filepath.Join(tmp, "hello-"+v)
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", out, "./plugins/hello")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build hello %s: %w", v, err)
+		}
+		alt[v] = out
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "plugins"), 0o755); err != nil {
+		return err
+	}
+	exe := filepath.Join(tmp, "plugins", "hello")
+	if err := copyFile(alt["bench-a"], exe); err != nil {
+		return err
+	}
+
+	kport, err := freePort()
+	if err != nil {
+		return err
+	}
+	bport, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`
+[plugins.hello]
+path = "plugins/hello"
+
+[[listeners]]
+name = "hello"
+protocol = "http"
+address = "127.0.0.1:%d"
+plugin = "hello"
+`, kport)
+	if err := os.WriteFile(filepath.Join(tmp, "bench.toml"), []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kernel := exec.CommandContext(ctx, filepath.Join(root, "bin", "switchyard"), "serve",
+		"-config", filepath.Join(tmp, "bench.toml"), "-data", filepath.Join(tmp, "state"),
+		"-socket", filepath.Join(tmp, "admin.sock"), "-log-level", "warn")
+	kernel.Stderr = os.Stderr
+	kernel.Cancel = func() error { return kernel.Process.Signal(os.Interrupt) }
+	if err := kernel.Start(); err != nil {
+		return err
+	}
+	defer kernel.Wait()
+	// The baseline: the same plugin binary serving its handler in-process
+	// with net/http, no kernel in between.
+	base := exec.CommandContext(ctx, hello)
+	base.Env = append(os.Environ(), fmt.Sprintf("SWITCHYARD_STANDALONE=127.0.0.1:%d", bport))
+	base.Stderr = os.Stderr
+	if err := base.Start(); err != nil {
+		return err
+	}
+	defer base.Wait()
+
+	kurl := fmt.Sprintf("http://127.0.0.1:%d/", kport)
+	burl := fmt.Sprintf("http://127.0.0.1:%d/", bport)
+	for _, u := range []string{kurl, burl} {
+		if err := waitAnswer(u, "hello from", 30*time.Second); err != nil {
+			return err
+		}
+	}
+
+	var res Results
+	res.Machine = machine()
+	// Warm both up, then measure each.
+	for _, u := range []string{kurl, burl} {
+		if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
+			return err
+		}
+	}
+	k, err := wrk(kurl, "hello through the plugin", duration, conns, threads)
+	if err != nil {
+		return err
+	}
+	b, err := wrk(burl, "hello in-process (net/http)", duration, conns, threads)
+	if err != nil {
+		return err
+	}
+	res.HTTP = []WrkResult{k, b}
+	res.Ratio = k.RequestsSec / b.RequestsSec
+
+	versions := []string{"bench-b", "bench-a"}
+	for i := range swaps {
+		v := versions[i%2]
+		staged := exe + ".staged"
+		if err := copyFile(alt[v], staged); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := os.Rename(staged, exe); err != nil {
+			return err
+		}
+		if err := waitAnswer(kurl, "hello from "+v+" ", 30*time.Second); err != nil {
+			return fmt.Errorf("swap %d: %w", i+1, err)
+		}
+		res.Swap.AllMS = append(res.Swap.AllMS, ms(time.Since(t0)))
+		time.Sleep(300 * time.Millisecond)
+	}
+	res.Swap.Count = len(res.Swap.AllMS)
+	sorted := slices.Clone(res.Swap.AllMS)
+	slices.Sort(sorted)
+	if n := len(sorted); n > 0 {
+		res.Swap.MedianMS = sorted[n/2]
+		if n%2 == 0 {
+			res.Swap.MedianMS = (sorted[n/2-1] + sorted[n/2]) / 2
+		}
+		res.Swap.MaxMS = sorted[n-1]
+	}
+
+	report(os.Stdout, res, duration, conns)
+	if jsonOut != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
+	}
+	return nil
+}
+
+func report(w io.Writer, r Results, d time.Duration, conns int) {
+	fmt.Fprintf(w, "machine: %s\n", r.Machine)
+	fmt.Fprintf(w, "wrk: %d keep-alive connections, %v per run\n\n", conns, d)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tREQ/S\tP50\tP99\tREQUESTS\tERRORS")
+	for _, h := range r.HTTP {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%.2fms\t%d\t%d\n", h.Name, h.RequestsSec, h.P50ms, h.P99ms, h.Requests, h.Errors)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nratio plugin/in-process: %.2f\n", r.Ratio)
+	fmt.Fprintf(w, "swap (rename to new version answering), %d swaps: median %.0fms, max %.0fms\n",
+		r.Swap.Count, r.Swap.MedianMS, r.Swap.MaxMS)
+}
+
+var (
+	reqSec  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	total   = regexp.MustCompile(`(\d+) requests in`)
+	pct     = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	sockErr = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	non2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+func wrk(url, name string, d time.Duration, conns, threads int) (WrkResult, error) {
+	out, err := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", url).CombinedOutput()
+	if err != nil {
+		return WrkResult{}, fmt.Errorf("wrk %s: %v\n%s", url, err, out)
+	}
+	s := string(out)
+	r := WrkResult{Name: name}
+	if m := reqSec.FindStringSubmatch(s); m != nil {
+		r.RequestsSec, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if m := total.FindStringSubmatch(s); m != nil {
+		r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	for _, m := range pct.FindAllStringSubmatch(s, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		switch m[3] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		if m[1] == "50" {
+			r.P50ms = v
+		} else {
+			r.P99ms = v
+		}
+	}
+	if m := sockErr.FindStringSubmatch(s); m != nil {
+		for _, x := range m[1:] {
+			n, _ := strconv.ParseInt(x, 10, 64)
+			r.Errors += n
+		}
+	}
+	if m := non2xx.FindStringSubmatch(s); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		r.Errors += n
+	}
+	if r.RequestsSec == 0 {
+		return r, fmt.Errorf("could not read wrk's output:\n%s", s)
+	}
+	return r, nil
+}
+
+// waitAnswer polls url until its body contains want.
+func waitAnswer(url, want string, d time.Duration) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(d)
+	for {
+		res, err := c.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if strings.Contains(string(b), want) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer %q within %v (last error %v)", url, want, d, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func machine() string {
+	n := 0
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		model := ""
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "processor") {
+				n++
+			}
+			if model == "" && strings.HasPrefix(sc.Text(), "model name") {
+				model = strings.TrimSpace(strings.SplitN(sc.Text(), ":", 2)[1])
+			}
+		}
+		f.Close()
+		return fmt.Sprintf("%d CPUs, %s", n, model)
+	}
+	return "unknown"
+}
