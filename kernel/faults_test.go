@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 // TestBrokenReplacement replaces a serving plugin with executables that
@@ -69,7 +71,7 @@ func TestBrokenReplacement(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tk.plugin("probe")
 			tc.install(t, exe)
-			waitFor(t, 20*time.Second, "last_error", func() bool {
+			testutil.WaitFor(t, 20*time.Second, "last_error", func() bool {
 				return tk.plugin("probe").LastError != ""
 			})
 			p := tk.plugin("probe")
@@ -94,7 +96,7 @@ func TestBrokenReplacement(t *testing.T) {
 				good = bin["v1"]
 			}
 			replace(t, good, exe, false)
-			waitFor(t, 20*time.Second, "the good executable to swap in", func() bool {
+			testutil.WaitFor(t, 20*time.Second, "the good executable to swap in", func() bool {
 				return tk.plugin("probe").Generation == before.Generation+1
 			})
 			p = tk.plugin("probe")
@@ -154,7 +156,7 @@ func TestCrashRestart(t *testing.T) {
 	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a new generation", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a new generation", func() bool {
 		p := tk.plugin("probe")
 		return p.Generation > old.Generation && p.State == stateServing
 	})

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,13 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/testbin"
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/kernel/admin"
 )
 
@@ -49,17 +47,6 @@ type testKernel struct {
 	logs    *logBuffer
 }
 
-// shortTempDir returns a directory with a short path (UNIX socket paths are
-// limited to ~108 bytes, t.TempDir()'s are long), removed with the test.
-func shortTempDir(t testing.TB) string {
-	d, err := os.MkdirTemp("", "sy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // startKernel writes cfg as the configuration, copies each binary of
 // plugins into dir/plugins/NAME (so tests can replace it), runs a kernel and
 // waits until it is ready. The kernel is shut down when the test ends, and
@@ -84,7 +71,7 @@ func startKernelWith(t *testing.T, cfg string, plugins map[string]string, adjust
 	if err := os.WriteFile(tk.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run := shortTempDir(t)
+	run := testutil.ShortDir(t)
 	env := map[string]string{"XDG_RUNTIME_DIR": run, "GORACE": "atexit_sleep_ms=0"}
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelDebug)
@@ -109,7 +96,7 @@ func startKernelWith(t *testing.T, cfg string, plugins map[string]string, adjust
 	go func() { tk.done <- k.Run(context.Background()) }()
 	t.Cleanup(func() {
 		tk.stop()
-		checkGoroutines(t, goroutines)
+		testutil.GoroutinesSettle(t, goroutines)
 		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOG") != "" {
 			t.Logf("kernel log:\n%s", tk.logs.String())
 		}
@@ -142,7 +129,7 @@ func (tk *testKernel) stop() {
 		return
 	}
 	for _, pid := range pids {
-		if alive(pid) {
+		if testutil.Alive(pid) {
 			t.Errorf("plugin pid %d outlived the kernel", pid)
 		}
 	}
@@ -161,8 +148,6 @@ func (tk *testKernel) pluginPids() []int {
 	}
 	return pids
 }
-
-func alive(pid int) bool { return testbin.Alive(pid) }
 
 func (tk *testKernel) plugin(name string) pluginInfo {
 	for _, p := range tk.k.Plugins() {
@@ -248,11 +233,6 @@ func copyFile(t testing.TB, src, dst string) {
 	}
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testbin.WaitFor(t, d, what, cond)
-}
-
 // get fetches url and returns status and body.
 func get(c *http.Client, url string) (int, string, error) {
 	res, err := c.Get(url)
@@ -291,25 +271,18 @@ func toJSON(v any) string {
 	return string(b)
 }
 
-// logBuffer collects the kernel's log for the test to print on failure.
+// logBuffer collects the kernel's log for the test to print on failure,
+// and copies it to standard error as it comes when SWITCHYARD_TEST_LOG is
+// "stderr".
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	testutil.SyncBuffer
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if os.Getenv("SWITCHYARD_TEST_LOG") == "stderr" {
 		os.Stderr.Write(p)
 	}
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	return l.SyncBuffer.Write(p)
 }
 
 func (l *logBuffer) contains(s string) bool {
@@ -318,20 +291,4 @@ func (l *logBuffer) contains(s string) bool {
 
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// checkGoroutines fails the test if more goroutines run than before it
-// started the kernel, once the stragglers have had a moment to exit.
-func checkGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
-			t.Errorf("%d goroutines outlived the kernel (before: %d):\n%s", runtime.NumGoroutine()-before, before, b.String())
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -3,7 +3,6 @@ package kernel
 import (
 	"context"
 	"errors"
-	"github.com/switchyard-dev/switchyard/internal/testbin"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 const reloadBase = `
@@ -228,7 +229,7 @@ func TestShutdownRightAfterStart(t *testing.T) {
 		if err := os.WriteFile(dir+"/config.toml", []byte(probeConfig("")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		run := shortTempDir(t)
+		run := testutil.ShortDir(t)
 		logs := &logBuffer{}
 		k, err := New(Options{
 			ConfigPath: dir + "/config.toml",
@@ -258,7 +259,7 @@ func TestShutdownRightAfterStart(t *testing.T) {
 		if d := time.Since(t0); d > 5*time.Second {
 			t.Errorf("run %d: stopped after %v", i, d)
 		}
-		if pids := testbin.ProcessesUnder(dir); len(pids) > 0 {
+		if pids := testutil.ProcessesUnder(dir); len(pids) > 0 {
 			t.Fatalf("run %d: plugin processes left: %v\n%s", i, pids, logs.String())
 		}
 		if _, err := os.Stat(run + "/admin.sock"); !errors.Is(err, os.ErrNotExist) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 func TestSocketTable(t *testing.T) {
@@ -80,7 +82,7 @@ func TestSocketTable(t *testing.T) {
 	})
 
 	t.Run("a stale unix socket is reclaimed, a live one is not", func(t *testing.T) {
-		dir := shortTempDir(t)
+		dir := testutil.ShortDir(t)
 		path := filepath.Join(dir, "s.sock")
 		live, err := net.Listen("unix", path)
 		if err != nil {

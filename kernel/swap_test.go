@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 // probeConfig is a kernel with the probe plugin on one HTTP listener.
@@ -150,14 +152,14 @@ func TestSwapUnderLoad(t *testing.T) {
 			slow <- answer{code, body, err}
 		}()
 		// Let the slow request reach the plugin before the swap starts.
-		waitFor(t, 5*time.Second, "the slow request to be in flight", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "the slow request to be in flight", func() bool {
 			return tk.plugin("probe").Inflight > 0
 		})
 		time.Sleep(50 * time.Millisecond)
 
 		t0 := time.Now()
 		replace(t, bin[next], exe, inPlace)
-		waitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
 			return tk.plugin("probe").Generation == before.Generation+1
 		})
 		swapTimes = append(swapTimes, time.Since(t0))
@@ -178,7 +180,7 @@ func TestSwapUnderLoad(t *testing.T) {
 			t.Errorf("swap %d: slow request answered by pid %d, want the old pid %d (%q)", i, got, before.PID, a.body)
 		}
 		// Let the new generation take some load before the next swap.
-		waitFor(t, 10*time.Second, "the new generation to answer", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "the new generation to answer", func() bool {
 			return l.answered(after.PID) > 0
 		})
 	}
@@ -198,9 +200,9 @@ func TestSwapUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests, 0 failed; file change to new generation serving: %v", l.ok.Load(), swapTimes)
 	// The old generations are drained and stopped.
-	waitFor(t, 30*time.Second, "old generations to stop", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "old generations to stop", func() bool {
 		for gen, pid := range pids {
-			if gen != p.Generation && alive(pid) {
+			if gen != p.Generation && testutil.Alive(pid) {
 				return false
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 // TestWatchIgnoresNoOps: touching the executable, toggling its execute bit
@@ -69,7 +71,7 @@ func TestWatchRealTools(t *testing.T) {
 		if out, err := exec.Command(st.cmd[0], st.cmd[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v\n%s", st.cmd, err, out)
 		}
-		waitFor(t, 20*time.Second, st.version+" after "+st.cmd[0], func() bool {
+		testutil.WaitFor(t, 20*time.Second, st.version+" after "+st.cmd[0], func() bool {
 			return tk.plugin("probe").Generation == gen+1
 		})
 		if p := tk.plugin("probe"); p.Version != st.version {
@@ -96,7 +98,7 @@ func TestWatchDirectoryRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyFile(t, bin["v2"], filepath.Join(dir, "probe"))
-	waitFor(t, 20*time.Second, "v2 after the directory came back", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "v2 after the directory came back", func() bool {
 		return tk.plugin("probe").Version == "v2"
 	})
 }

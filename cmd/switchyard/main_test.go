@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/testbin"
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 var bins *testbin.Builder
@@ -73,7 +74,7 @@ type kproc struct {
 	bin    string
 	socket string
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error // Wait's result, once done is closed
 }
@@ -94,13 +95,9 @@ plugin = "probe"
 // when cfg is "") and extra arguments.
 func startServe(t *testing.T, dir, cfg string, args ...string) *kproc {
 	t.Helper()
-	run, err := os.MkdirTemp("", "sy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(run) })
+	run := testutil.ShortDir(t)
 	k := &kproc{t: t, dir: dir, bin: filepath.Join(dir, "bin", "switchyard"), socket: filepath.Join(run, "admin.sock"),
-		stderr: &syncBuffer{}, done: make(chan struct{})}
+		stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	argv := []string{"serve", "-data", filepath.Join(dir, "state"), "-socket", k.socket, "-log-level", "debug"}
 	if cfg != "" {
 		p := filepath.Join(dir, "config.toml")
@@ -257,7 +254,7 @@ func TestShutdownRightAfterStart(t *testing.T) {
 		// The kernel can handle a signal once it has logged its first line
 		// (before that, the Go runtime is still starting and SIGTERM's
 		// default action applies); send it 0-4 ms after that.
-		testbin.WaitFor(t, 10*time.Second, "the first log line", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "the first log line", func() bool {
 			return strings.Contains(k.stderr.String(), "switchyard starting")
 		})
 		time.Sleep(time.Duration(i%5) * time.Millisecond)
@@ -268,7 +265,7 @@ func TestShutdownRightAfterStart(t *testing.T) {
 		if code := k.wait(5 * time.Second); code != 0 {
 			t.Fatalf("run %d: exit %d\n%s", i, code, k.stderr.String())
 		}
-		if pids := testbin.ProcessesUnder(dir); len(pids) > 0 {
+		if pids := testutil.ProcessesUnder(dir); len(pids) > 0 {
 			t.Fatalf("run %d: plugin processes left after %v: %v\n%s", i, time.Since(t0), pids, k.stderr.String())
 		}
 	}
@@ -303,7 +300,7 @@ func TestKernelKilled(t *testing.T) {
 	k.wait(5 * time.Second)
 	deadline := time.Now().Add(2 * time.Second)
 	for _, p := range ps {
-		for testbin.Alive(p.PID) {
+		for testutil.Alive(p.PID) {
 			if time.Now().After(deadline) {
 				t.Fatalf("plugin %s pid %d survived the kernel's SIGKILL", p.Name, p.PID)
 			}
@@ -410,7 +407,7 @@ func TestSecondKernelRefused(t *testing.T) {
 	dir := layout(t)
 	a := startServe(t, dir, probeOnly)
 	a.ready()
-	b := &kproc{t: t, bin: a.bin, socket: a.socket, stderr: &syncBuffer{}, done: make(chan struct{})}
+	b := &kproc{t: t, bin: a.bin, socket: a.socket, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cfg := strings.Replace(probeOnly, "bin/plugins/probe", filepath.Join(dir, "bin/plugins/probe"), 1)
 	cfgPath := filepath.Join(t.TempDir(), "b.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -516,23 +513,6 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %q %v", url, res.StatusCode, b, err)
 	}
 	return string(b)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // testEnv is a minimal environment for the processes a test starts. A

@@ -14,6 +14,20 @@ import (
 	"testing"
 )
 
+// Main is a TestMain: it creates a Builder, hands it to use, runs the tests,
+// removes what was built and exits.
+func Main(m *testing.M, use func(*Builder)) {
+	b, err := New()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	use(b)
+	code := m.Run()
+	b.Close()
+	os.Exit(code)
+}
+
 // Builder builds binaries into one directory and remembers what it built.
 // Create one in TestMain with New and Close it when the tests are done.
 type Builder struct {

@@ -11,10 +11,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 func TestDialNothingListening(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	stale := dir + "/stale.sock"
 	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
 	if err != nil {
@@ -67,7 +69,7 @@ func TestDefaultSocket(t *testing.T) {
 }
 
 func TestDoContext(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	release := make(chan struct{})
 	ts := startServer(t, handlerFunc(func(_ context.Context, cmd Command) (any, error) {
 		if cmd.Name == "reload" {
@@ -114,7 +116,7 @@ func TestDoContext(t *testing.T) {
 }
 
 func TestDoRejectsBadLines(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	c := ts.client(t)
 	if _, err := c.Do(context.Background(), "status\nshutdown"); err == nil {

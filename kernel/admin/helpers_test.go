@@ -5,44 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
-
-// shortDir returns a fresh directory with a path short enough for sun_path.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sya")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// checkLeaks fails the test if it ends with more goroutines than it started
-// with. Call it first, so its cleanup runs last.
-func checkLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				var b strings.Builder
-				pprof.Lookup("goroutine").WriteTo(&b, 1)
-				t.Errorf("goroutines leaked: %d before, %d after\n%s", before, runtime.NumGoroutine(), b.String())
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
 
 // handlerFunc adapts a function to Handler.
 type handlerFunc func(ctx context.Context, cmd Command) (any, error)
@@ -66,7 +35,7 @@ type testServer struct {
 // serves h until the test ends.
 func startServer(t *testing.T, h Handler, opts ...func(*Server)) *testServer {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "run", "admin.sock")
+	path := filepath.Join(testutil.ShortDir(t), "run", "admin.sock")
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)

@@ -13,10 +13,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 func TestServeCommandsInOrder(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	c, r := ts.dial(t)
 
@@ -43,7 +45,7 @@ func TestServeCommandsInOrder(t *testing.T) {
 }
 
 func TestClientSeveralCommands(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	c := ts.client(t)
 	for _, line := range []string{"plugins", "state get a b", "listeners"} {
@@ -60,7 +62,7 @@ func TestClientSeveralCommands(t *testing.T) {
 }
 
 func TestServeErrors(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, handlerFunc(func(_ context.Context, cmd Command) (any, error) {
 		switch cmd.Name {
 		case "reload":
@@ -103,7 +105,7 @@ func TestServeErrors(t *testing.T) {
 }
 
 func TestUnterminatedLastLine(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	c, r := ts.dial(t)
 	io.WriteString(c, "status\nreload hello")
@@ -122,7 +124,7 @@ func TestUnterminatedLastLine(t *testing.T) {
 }
 
 func TestOversizeLine(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	var got []int
 	var mu sync.Mutex
 	ts := startServer(t, handlerFunc(func(_ context.Context, cmd Command) (any, error) {
@@ -164,7 +166,7 @@ func TestOversizeLine(t *testing.T) {
 }
 
 func TestListenModes(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	fi, err := os.Stat(ts.path)
 	if err != nil {
@@ -183,7 +185,7 @@ func TestListenModes(t *testing.T) {
 }
 
 func TestListenRefusesLiveSocket(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	ln, err := Listen(ts.path)
 	if err == nil {
@@ -202,8 +204,8 @@ func TestListenRefusesLiveSocket(t *testing.T) {
 }
 
 func TestListenReclaimsStaleSocket(t *testing.T) {
-	checkLeaks(t)
-	path := shortDir(t) + "/admin.sock"
+	testutil.CheckGoroutines(t)
+	path := testutil.ShortDir(t) + "/admin.sock"
 	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +226,7 @@ func TestListenReclaimsStaleSocket(t *testing.T) {
 }
 
 func TestListenRefuses(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	mkdir := func(name string, mode os.FileMode) string {
 		p := dir + "/" + name
 		if err := os.Mkdir(p, mode); err != nil {
@@ -274,7 +276,7 @@ func TestListenRefuses(t *testing.T) {
 }
 
 func TestListenAcceptsReadableDir(t *testing.T) {
-	dir := shortDir(t) + "/d"
+	dir := testutil.ShortDir(t) + "/d"
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +291,7 @@ func TestListenAcceptsReadableDir(t *testing.T) {
 }
 
 func TestInFlightCommandFinishesOnShutdown(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	var handlerCtxErr error
@@ -369,7 +371,7 @@ func TestInFlightCommandFinishesOnShutdown(t *testing.T) {
 }
 
 func TestCloseStopsServe(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, handlerFunc(func(context.Context, Command) (any, error) { return "bye", nil }))
 	c := ts.client(t)
 	do(t, c, "status")
@@ -389,7 +391,7 @@ func TestCloseStopsServe(t *testing.T) {
 }
 
 func TestCloseFromHandler(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	var srv *Server
 	ts := startServer(t, handlerFunc(func(_ context.Context, cmd Command) (any, error) {
 		if cmd.Name == "shutdown" {
@@ -407,7 +409,7 @@ func TestCloseFromHandler(t *testing.T) {
 }
 
 func TestServeKeepsReplacedSocket(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	if err := os.Remove(ts.path); err != nil {
 		t.Fatal(err)
@@ -428,7 +430,7 @@ func TestServeKeepsReplacedSocket(t *testing.T) {
 }
 
 func TestSetUnlinkOnClose(t *testing.T) {
-	path := shortDir(t) + "/admin.sock"
+	path := testutil.ShortDir(t) + "/admin.sock"
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
@@ -444,8 +446,8 @@ func TestSetUnlinkOnClose(t *testing.T) {
 }
 
 func TestServeCancelledBeforeStart(t *testing.T) {
-	checkLeaks(t)
-	path := shortDir(t) + "/admin.sock"
+	testutil.CheckGoroutines(t)
+	path := testutil.ShortDir(t) + "/admin.sock"
 	ln, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +483,7 @@ func TestAllowedPeer(t *testing.T) {
 }
 
 func TestPeerCredOfRealSocket(t *testing.T) {
-	path := shortDir(t) + "/p.sock"
+	path := testutil.ShortDir(t) + "/p.sock"
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +519,7 @@ func TestPeerCredOfRealSocket(t *testing.T) {
 type fakeConn struct{ net.Conn }
 
 func TestRefusedPeer(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	called := false
 	ts := startServer(t, handlerFunc(func(context.Context, Command) (any, error) {
 		called = true
@@ -547,27 +549,9 @@ func TestRefusedPeer(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAuditLog(t *testing.T) {
-	checkLeaks(t)
-	var buf syncBuffer
+	testutil.CheckGoroutines(t)
+	var buf testutil.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ts := startServer(t, handlerFunc(func(_ context.Context, cmd Command) (any, error) {
 		if cmd.Name == "state del" {
@@ -638,10 +622,10 @@ func TestAuditLog(t *testing.T) {
 }
 
 func TestServeTwiceOnOneServer(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	ts := startServer(t, echo)
 	do(t, ts.client(t), "status") // Serve is surely running
-	ln, err := net.Listen("unix", shortDir(t)+"/x.sock")
+	ln, err := net.Listen("unix", testutil.ShortDir(t)+"/x.sock")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,11 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 // dispatchFunc adapts a function to the Dispatcher interface.
@@ -17,65 +18,12 @@ type dispatchFunc func(w nethttp.ResponseWriter, r *nethttp.Request) error
 
 func (f dispatchFunc) Dispatch(w nethttp.ResponseWriter, r *nethttp.Request) error { return f(w, r) }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// checkGoroutines fails t if goroutines started during the test outlive it. Register it before anything else
-// so that its cleanup runs last.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before the test, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// waitFor polls cond until it holds or a few seconds pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // testServer is a Server serving on a loopback port, with a client of its own.
 type testServer struct {
 	*Server
 	addr   string
 	url    string
-	log    *syncBuffer
+	log    *testutil.SyncBuffer
 	client *nethttp.Client
 	tr     *nethttp.Transport
 
@@ -87,8 +35,8 @@ type testServer struct {
 // startServer serves d on 127.0.0.1:0 and shuts the server down, checking for leaks, when t ends.
 func startServer(t testing.TB, cfg Config, d Dispatcher) *testServer {
 	t.Helper()
-	checkGoroutines(t)
-	ts := &testServer{log: &syncBuffer{}, serveErr: make(chan error, 1)}
+	testutil.CheckGoroutines(t)
+	ts := &testServer{log: &testutil.SyncBuffer{}, serveErr: make(chan error, 1)}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 func okDispatcher(body string) Dispatcher {
@@ -193,7 +195,7 @@ func TestReadHeaderTimeout(t *testing.T) {
 	if called.Load() {
 		t.Error("dispatcher called for a half-sent header")
 	}
-	waitFor(t, "the connection to be counted closed", func() bool { return ts.Stats().Connections == 0 })
+	testutil.WaitFor(t, 5*time.Second, "the connection to be counted closed", func() bool { return ts.Stats().Connections == 0 })
 }
 
 func TestSetDispatcherInFlight(t *testing.T) {
@@ -338,7 +340,7 @@ func TestShutdown(t *testing.T) {
 		if err := ts.waitServe(t); err != nil {
 			t.Errorf("Serve = %v, want nil", err)
 		}
-		waitFor(t, "connections to close", func() bool { return ts.Stats().Connections == 0 })
+		testutil.WaitFor(t, 5*time.Second, "connections to close", func() bool { return ts.Stats().Connections == 0 })
 	})
 
 	t.Run("closes idle keep-alive connections", func(t *testing.T) {
@@ -356,7 +358,7 @@ func TestShutdown(t *testing.T) {
 		}
 		io.ReadAll(resp.Body)
 		resp.Body.Close()
-		waitFor(t, "the connection to go idle", func() bool { return ts.Stats().Requests == 1 })
+		testutil.WaitFor(t, 5*time.Second, "the connection to go idle", func() bool { return ts.Stats().Requests == 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := ts.Shutdown(ctx); err != nil {
@@ -369,7 +371,7 @@ func TestShutdown(t *testing.T) {
 	})
 
 	t.Run("before Serve and twice", func(t *testing.T) {
-		checkGoroutines(t)
+		testutil.CheckGoroutines(t)
 		s := New(Config{Name: "early"}, okDispatcher("x"))
 		for i := range 2 {
 			if err := s.Shutdown(context.Background()); err != nil {
@@ -643,9 +645,9 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The 413 closed the keep-alive connection; the raw one is open now.
-	waitFor(t, "one open connection", func() bool { return ts.Stats().Connections == 1 })
+	testutil.WaitFor(t, 5*time.Second, "one open connection", func() bool { return ts.Stats().Connections == 1 })
 	c.Close()
-	waitFor(t, "no open connection", func() bool { return ts.Stats().Connections == 0 })
+	testutil.WaitFor(t, 5*time.Second, "no open connection", func() bool { return ts.Stats().Connections == 0 })
 	want := Stats{Connections: 0, Accepted: 2, Requests: 5, Errors: 2} // one keep-alive connection, then the raw one
 	if got := ts.Stats(); got != want {
 		t.Errorf("Stats = %+v, want %+v", got, want)

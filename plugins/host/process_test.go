@@ -20,7 +20,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/switchyard-dev/switchyard/internal/testbin"
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -68,95 +68,15 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// logRecorder is a slog.Handler that keeps what it gets. It outlives the
-// test: go-plugin's stdio goroutine may log after Kill.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []recordedLog
-	attrs   []slog.Attr
-	parent  *logRecorder
-}
-
-type recordedLog struct {
-	level slog.Level
-	msg   string
-	attrs map[string]string
-}
-
-func (r *logRecorder) root() *logRecorder {
-	if r.parent != nil {
-		return r.parent
-	}
-	return r
-}
-
-func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-
-func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
-	x := recordedLog{level: rec.Level, msg: rec.Message, attrs: map[string]string{}}
-	for _, a := range r.attrs {
-		x.attrs[a.Key] = a.Value.String()
-	}
-	rec.Attrs(func(a slog.Attr) bool {
-		x.attrs[a.Key] = a.Value.String()
-		return true
-	})
-	root := r.root()
-	root.mu.Lock()
-	root.records = append(root.records, x)
-	root.mu.Unlock()
-	return nil
-}
-
-func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logRecorder{parent: r.root(), attrs: append(append([]slog.Attr(nil), r.attrs...), as...)}
-}
-
-func (r *logRecorder) WithGroup(string) slog.Handler { return r }
-
-// find returns the records whose message contains msg.
-func (r *logRecorder) find(msg string) []recordedLog {
-	root := r.root()
-	root.mu.Lock()
-	defer root.mu.Unlock()
-	var out []recordedLog
-	for _, x := range root.records {
-		if strings.Contains(x.msg, msg) {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// waitFor polls cond until it holds, failing t after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// shortDir returns a fresh directory with a short path, for UNIX sockets.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
-}
-
-func testSpec(t *testing.T, path string) (Spec, *logRecorder) {
-	rec := &logRecorder{}
+// testSpec is a Spec for the program at path, logging to the recorder it
+// returns. The recorder must not log to t: go-plugin's stdio goroutine may
+// log after Kill, once the test has ended.
+func testSpec(t *testing.T, path string) (Spec, *testutil.LogRecorder) {
+	rec := &testutil.LogRecorder{}
 	return Spec{
 		Path:         path,
 		Env:          []string{"PATH=/usr/bin:/bin"},
-		SocketDir:    shortDir(t),
+		SocketDir:    testutil.ShortDir(t),
 		StartTimeout: 30 * time.Second,
 		Logger:       slog.New(rec),
 	}, rec
@@ -469,7 +389,7 @@ func TestBrokenPrograms(t *testing.T) {
 			}
 			emptyDir(t, spec.SocketDir)
 			if tt.wantLog != "" {
-				if recs := rec.find(tt.wantLog); len(recs) == 0 || recs[0].attrs["stream"] != "stderr" {
+				if recs := rec.Find(tt.wantLog); len(recs) == 0 || recs[0].Attrs["stream"] != "stderr" {
 					t.Errorf("stderr line %q not logged: %v", tt.wantLog, recs)
 				}
 			}
@@ -633,7 +553,7 @@ func TestCrash(t *testing.T) {
 	go func() {
 		waiting <- p.ServeHTTP(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/slow?ms=60000", nil), "web")
 	}()
-	waitFor(t, 5*time.Second, "two calls in flight", func() bool { return p.pendingCalls() == 2 })
+	testutil.WaitFor(t, 5*time.Second, "two calls in flight", func() bool { return p.pendingCalls() == 2 })
 
 	err := p.ServeHTTP(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/crash", nil), "web")
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotSent) {
@@ -656,8 +576,8 @@ func TestCrash(t *testing.T) {
 	if err := p.ServeHTTP(context.Background(), httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "web"); !errors.Is(err, ErrNotSent) {
 		t.Errorf("call after the crash: %v, want ErrNotSent", err)
 	}
-	waitFor(t, 5*time.Second, "the crash line in the log", func() bool {
-		return len(rec.find(fmt.Sprintf("probe test pid %d: crashing on request", pid))) > 0
+	testutil.WaitFor(t, 5*time.Second, "the crash line in the log", func() bool {
+		return len(rec.Find(fmt.Sprintf("probe test pid %d: crashing on request", pid))) > 0
 	})
 	began := time.Now()
 	p.Kill()
@@ -721,14 +641,14 @@ func TestLogs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			waitFor(t, 5*time.Second, "the record", func() bool {
-				for _, r := range rec.find(tt.msg) {
-					if r.level != tt.level {
+			testutil.WaitFor(t, 5*time.Second, "the record", func() bool {
+				for _, r := range rec.Find(tt.msg) {
+					if r.Level != tt.level {
 						continue
 					}
 					match := true
 					for k, v := range tt.attrs {
-						if r.attrs[k] != v {
+						if r.Attrs[k] != v {
 							match = false
 						}
 					}
@@ -821,7 +741,7 @@ func TestPdeathsig(t *testing.T) {
 	defer func() { _ = setChildSubreaper(false) }()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=pdeathsig", "PROBE="+bins.probe, "SOCKET_DIR="+shortDir(t))
+	cmd.Env = append(os.Environ(), helperEnv+"=pdeathsig", "PROBE="+bins.probe, "SOCKET_DIR="+testutil.ShortDir(t))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

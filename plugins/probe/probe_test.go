@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,77 +9,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/sdk/sdktest"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// logs is a slog.Handler that keeps messages with their attributes.
-type logs struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	s := r.Message
-	r.Attrs(func(a slog.Attr) bool {
-		s += " " + a.Key + "=" + a.Value.String()
-		return true
-	})
-	l.mu.Lock()
-	l.msgs = append(l.msgs, s)
-	l.mu.Unlock()
-	return nil
-}
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logs) WithGroup(string) slog.Handler      { return l }
-
-func (l *logs) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.msgs, "\n")
-}
 
 // testProbe is a probe running in memory, with its exits, standard error
 // and log recorded.
 type testProbe struct {
 	*sdktest.Plugin
 	exits  chan int
-	stderr *syncBuffer
-	stdio  *syncBuffer
-	log    *logs
+	stderr *testutil.SyncBuffer
+	stdio  *testutil.SyncBuffer
+	log    *testutil.LogRecorder
 	id     string
 }
 
 func newTestProbe(t *testing.T) *testProbe {
-	tp := &testProbe{exits: make(chan int, 1), stderr: &syncBuffer{}, stdio: &syncBuffer{}, log: &logs{}}
+	tp := &testProbe{exits: make(chan int, 1), stderr: &testutil.SyncBuffer{}, stdio: &testutil.SyncBuffer{}, log: &testutil.LogRecorder{}}
 	p := newProbe("v1", func(code int) { tp.exits <- code }, tp.stderr)
 	p.stdio = tp.stdio
 	pl, err := sdktest.Start(t, p.plugin(), nil, sdktest.Options{Listener: "web", Log: tp.log})
@@ -321,8 +275,8 @@ func TestPanic(t *testing.T) {
 		if err != nil || res.StatusCode != 500 || body != "Internal Server Error\n" {
 			t.Errorf("%v %v %q", err, res, body)
 		}
-		if !strings.Contains(tp.log.all(), "handler panicked") {
-			t.Errorf("panic not logged: %s", tp.log.all())
+		if len(tp.log.Find("handler panicked")) == 0 {
+			t.Errorf("panic not logged: %+v", tp.log.Find(""))
 		}
 	})
 	t.Run("after the head", func(t *testing.T) {
@@ -366,7 +320,7 @@ func TestLog(t *testing.T) {
 	if got := tp.stdio.String(); got != "hello there\n" {
 		t.Errorf("stderr %q", got)
 	}
-	if got := tp.log.all(); !strings.Contains(got, "hello there probe="+tp.id) {
-		t.Errorf("log %q", got)
+	if !slices.ContainsFunc(tp.log.Find("hello there"), func(r testutil.Record) bool { return r.Attrs["probe"] == tp.id }) {
+		t.Errorf("log %+v, want \"hello there\" with probe=%s", tp.log.Find(""), tp.id)
 	}
 }

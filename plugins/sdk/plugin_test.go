@@ -15,13 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/sdk"
 	"github.com/switchyard-dev/switchyard/plugins/sdk/sdktest"
 )
 
 func TestPanics(t *testing.T) {
-	checkLeaks(t)
-	log := &recorder{}
+	testutil.CheckGoroutines(t)
+	log := &testutil.LogRecorder{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
@@ -61,7 +62,7 @@ func TestPanics(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			before := len(log.find("handler panicked"))
+			before := len(log.Find("handler panicked"))
 			res, b, err := do(t, p, newRequest(t, "GET", "http://example.test"+tt.path, nil))
 			if res.StatusCode != tt.code {
 				t.Errorf("status %d, want %d (body %q)", res.StatusCode, tt.code, b)
@@ -82,7 +83,7 @@ func TestPanics(t *testing.T) {
 			if code, body := p.Get("/ok"); code != 200 || body != "ok" {
 				t.Errorf("after the panic: %d %q", code, body)
 			}
-			recs := log.find("handler panicked")
+			recs := log.Find("handler panicked")
 			if tt.logged == "" {
 				if len(recs) != before {
 					t.Errorf("http.ErrAbortHandler was logged: %+v", recs[before:])
@@ -103,7 +104,7 @@ func TestPanics(t *testing.T) {
 }
 
 func TestConfigure(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	type settings struct {
 		Greeting string `json:"greeting"`
 		Limit    int    `json:"limit"`
@@ -245,8 +246,8 @@ func TestDecode(t *testing.T) {
 }
 
 func TestHostLog(t *testing.T) {
-	checkLeaks(t)
-	log := &recorder{}
+	testutil.CheckGoroutines(t)
+	log := &testutil.LogRecorder{}
 	plugin := sdk.Plugin{
 		Name: "logger", Version: "v1",
 		Configure: func(_ context.Context, c sdk.Config) error {
@@ -277,7 +278,7 @@ func TestHostLog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.msg, func(t *testing.T) {
-			recs := log.find(tt.msg)
+			recs := log.Find(tt.msg)
 			if len(recs) != 1 {
 				t.Fatalf("%d records, want 1", len(recs))
 			}
@@ -294,7 +295,7 @@ func TestHostLog(t *testing.T) {
 }
 
 func TestDescribe(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	p := sdktest.New(t, sdk.Plugin{Name: "desc", Version: "v9", HTTP: http.NotFoundHandler()}, nil)
 	d := p.Describe
 	if d.GetName() != "desc" || d.GetVersion() != "v9" || !reflect.DeepEqual(d.GetProtocols(), []string{"http"}) || d.GetSdkProtocol() != sdk.SDKProtocol {
@@ -305,7 +306,7 @@ func TestDescribe(t *testing.T) {
 // TestConcurrent sends many requests at once, of many sizes, over one and
 // over four streams.
 func TestConcurrent(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	for _, streams := range []int{1, 4} {
 		t.Run(fmt.Sprintf("%d streams", streams), func(t *testing.T) {
 			p := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

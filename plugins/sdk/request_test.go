@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/sdk"
 	"github.com/switchyard-dev/switchyard/plugins/sdk/sdktest"
 )
@@ -75,7 +76,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestRequestFields(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	p := start(t, http.HandlerFunc(echo), sdktest.Options{Listener: "web"})
 	tests := []struct {
 		name   string
@@ -255,7 +256,7 @@ func TestRequestFields(t *testing.T) {
 // TestBodies sends bodies around the inline limit and far above it, with a
 // known length and chunked, and has the handler send each back.
 func TestBodies(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	p := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {

@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/sdk/sdktest"
 )
 
 func TestResponse(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	writeErr := make(chan error, 1)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/created", func(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +154,7 @@ func TestResponse(t *testing.T) {
 }
 
 func TestTrailers(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/small", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Declared, X-Other")
@@ -210,7 +211,7 @@ func TestTrailers(t *testing.T) {
 // TestLargeResponse sends 10 MiB and checks that credit bounds what the
 // plugin sends ahead of a reader that does not read.
 func TestLargeResponse(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	const size = 10 << 20
 	body := pattern(size)
 	var written atomic.Int64
@@ -256,7 +257,7 @@ func TestLargeResponse(t *testing.T) {
 		// plus what it buffers (one 32 KiB frame and one 16 KiB write).
 		const bound = 256<<10 + 32<<10 + 16<<10
 		var last int64 = -1
-		wait(t, 5*time.Second, "the handler to stall", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "the handler to stall", func() bool {
 			time.Sleep(50 * time.Millisecond)
 			n := written.Load()
 			stalled := n == last
@@ -282,7 +283,7 @@ func TestLargeResponse(t *testing.T) {
 // TestFlush checks that a flushed response reaches the client while the
 // handler still runs.
 func TestFlush(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	release := make(chan struct{})
 	p := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -345,7 +346,7 @@ func TestFlush(t *testing.T) {
 }
 
 func TestDeadline(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	type report struct {
 		deadline   time.Time
 		ok         bool
@@ -398,7 +399,7 @@ func TestDeadline(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	started := make(chan struct{}, 1)
 	type report struct {
 		err, cause, writeErr error
@@ -490,7 +491,7 @@ func TestCancel(t *testing.T) {
 // TestUnreadBody leaves a response body unread and unclosed: sdktest must
 // still end the call when the test ends, leaving no goroutine behind.
 func TestUnreadBody(t *testing.T) {
-	checkLeaks(t)
+	testutil.CheckGoroutines(t)
 	t.Run("forgetful test", func(t *testing.T) {
 		p := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write(pattern(1 << 20))

@@ -1,30 +1,14 @@
-package testbin
+package testutil
 
 import (
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"testing"
-	"time"
 )
 
-// Main is a TestMain: it creates a Builder, hands it to use, runs the tests,
-// removes what was built and exits.
-func Main(m *testing.M, use func(*Builder)) {
-	b, err := New()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	use(b)
-	code := m.Run()
-	b.Close()
-	os.Exit(code)
-}
-
 // Alive reports whether pid is a live process: neither gone nor a zombie
-// waiting to be reaped.
+// waiting to be reaped. It reads /proc, so it works on Linux only.
 func Alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -53,16 +37,4 @@ func ProcessesUnder(dir string) []int {
 		}
 	}
 	return pids
-}
-
-// WaitFor polls cond until it holds, failing the test if d passes first.
-func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
