@@ -80,9 +80,19 @@ func newCallStream(stream proto.Plugin_CallsClient, abort context.CancelFunc) *c
 	}
 }
 
-// read runs until the stream ends; its owner waits on done.
+// read runs until the stream ends, with the stream's send watchdog; its
+// owner waits on done.
 func (s *callStream) read() {
-	defer close(s.done)
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watch(stop)
+	}()
+	defer func() {
+		close(stop)
+		<-watched
+		close(s.done)
+	}()
 	for {
 		r, err := s.stream.Recv()
 		if err != nil {
@@ -166,18 +176,39 @@ func (s *callStream) sendLocked(c *proto.Call) error {
 		return errors.New("calls stream closed for sending")
 	}
 	s.sendSeq++
-	seq := s.sendSeq
-	s.sending.Store(seq)
-	t := time.AfterFunc(maxSendBlock, func() {
-		if s.sending.Load() == seq {
-			s.fail(fmt.Errorf("a send blocked for %v: the plugin reads nothing", maxSendBlock))
-			s.abort()
-		}
-	})
+	s.sending.Store(s.sendSeq)
 	err := s.stream.Send(c)
 	s.sending.Store(0)
-	t.Stop()
 	return err
+}
+
+// watch breaks the stream when one Send stays blocked for maxSendBlock (the
+// plugin reads nothing). One watchdog per stream, rather than a timer per
+// send, keeps the hot path free of timers. It returns when stop is closed.
+func (s *callStream) watch(stop <-chan struct{}) {
+	tick := time.NewTicker(maxSendBlock / 2)
+	defer tick.Stop()
+	var last uint64
+	streak := 0
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		cur := s.sending.Load()
+		if cur == 0 || cur != last {
+			last, streak = cur, 0
+			continue
+		}
+		// The same send was in progress at three ticks in a row: it has
+		// blocked for at least maxSendBlock.
+		if streak++; streak >= 2 {
+			s.fail(fmt.Errorf("a send blocked for %v: the plugin reads nothing", maxSendBlock))
+			s.abort()
+			return
+		}
+	}
 }
 
 // start opens a call with its first frame. An error wrapping ErrNotSent
