@@ -23,17 +23,19 @@ type callStream struct {
 	mu    sync.Mutex
 	calls map[uint64]*call // guarded by mu
 
-	wg sync.WaitGroup // one per running call
+	wg      sync.WaitGroup // one per running call
+	workers *pool          // the goroutines calls run on
 }
 
 func newCallStream(svc *service, stream proto.Plugin_CallsServer) *callStream {
 	ctx, cancel := context.WithCancel(stream.Context())
 	return &callStream{
-		svc:    svc,
-		stream: stream,
-		ctx:    ctx,
-		cancel: cancel,
-		calls:  make(map[uint64]*call),
+		svc:     svc,
+		stream:  stream,
+		ctx:     ctx,
+		cancel:  cancel,
+		calls:   make(map[uint64]*call),
+		workers: newPool(),
 	}
 }
 
@@ -42,6 +44,7 @@ func newCallStream(svc *service, stream proto.Plugin_CallsServer) *callStream {
 // replies; on a broken stream they are cancelled. run returns once every call
 // goroutine has exited.
 func (s *callStream) run() error {
+	defer s.workers.stop()
 	defer s.cancel()
 	for {
 		m, err := s.stream.Recv()

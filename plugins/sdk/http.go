@@ -29,11 +29,11 @@ func (s *callStream) startHTTP(id uint64, timeoutNS int64, m *proto.HTTPRequest)
 	}
 	c := s.begin(id, timeoutNS, m.GetCredit(), !m.GetBodyEnd(), m.GetBody())
 	s.wg.Add(1)
-	go func() {
+	s.workers.run(func() {
 		defer s.wg.Done()
 		defer s.end(c)
 		s.serveHTTP(c, h, m)
-	}()
+	})
 }
 
 func (s *callStream) serveHTTP(c *call, h http.Handler, m *proto.HTTPRequest) {
