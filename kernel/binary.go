@@ -33,11 +33,15 @@ func statID(path string) (fileID, os.FileInfo, error) {
 	if err != nil {
 		return fileID{}, nil, err
 	}
+	return idOf(fi), fi, nil
+}
+
+func idOf(fi os.FileInfo) fileID {
 	id := fileID{size: fi.Size(), mtime: fi.ModTime()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		id.ino, id.dev = st.Ino, st.Dev
 	}
-	return id, fi, nil
+	return id
 }
 
 // checkExecutable says whether f, opened from path, is a complete
@@ -103,10 +107,14 @@ func snapshot(path, dir string) (*binary, error) {
 		return nil, err
 	}
 	defer f.Close()
-	before, _, err := statID(path)
+	// The identity of the file opened, not of whatever the path names by
+	// now: a rename-over between open and stat must not pass the old
+	// content off as the new file's.
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
+	before := idOf(fi)
 	if err := checkExecutable(path, f); err != nil {
 		return nil, err
 	}

@@ -107,10 +107,11 @@ func (k *Kernel) Listeners() []ListenerInfo {
 	out := make([]ListenerInfo, 0, len(ls))
 	for _, l := range ls {
 		st := l.srv.Stats()
+		lc := l.cfg.Load()
 		out = append(out, ListenerInfo{
-			Name:        l.cfg.Name,
-			Protocol:    l.cfg.Protocol,
-			Address:     l.cfg.Address,
+			Name:        lc.Name,
+			Protocol:    lc.Protocol,
+			Address:     lc.Address,
 			Bound:       l.sock.ln.Addr().String(),
 			Plugin:      l.route.slot.Load().name,
 			Connections: st.Connections,

@@ -38,8 +38,7 @@ const maxAttempts = 3
 // replacement, so a crash costs only the calls the dead process held.
 func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string) error {
 	cfg, _ := s.config()
-	ctx, cancel := context.WithTimeoutCause(r.Context(), cfg.CallTimeout.D(),
-		fmt.Errorf("plugin %s: no answer within call_timeout %v: %w", s.name, cfg.CallTimeout.D(), context.DeadlineExceeded))
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.CallTimeout.D())
 	defer cancel()
 	var err error
 	for range maxAttempts {
@@ -54,7 +53,11 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 		err = in.proc.ServeHTTP(ctx, w, r, listener)
 		in.release()
 		if errors.Is(err, host.ErrNotSent) {
-			s.lost(in, err)
+			// One broken stream is no reason to kill the process and the
+			// calls on its other streams; no usable stream at all is.
+			if !in.proc.Usable() {
+				s.lost(in, err)
+			}
 			continue
 		}
 		break
@@ -75,7 +78,8 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	}
-	s.log.Warn("call failed", "listener", listener, "method", r.Method, "uri", r.RequestURI, "status", code, "error", err)
+	s.log.Warn("call failed", "listener", listener, "method", r.Method, "uri", r.RequestURI, "status", code,
+		"error", err, "call_timeout", cfg.CallTimeout.D())
 	h := w.Header()
 	clear(h)
 	h.Set("Content-Type", "text/plain; charset=utf-8")

@@ -39,7 +39,7 @@ func testdataBin(t testing.TB, name string) string {
 // testKernel is a kernel running in this process with real plugin
 // processes, in its own directories.
 type testKernel struct {
-	t       *testing.T
+	t       testing.TB
 	k       *Kernel
 	dir     string // holds config.toml and plugins/
 	cfgPath string
@@ -51,14 +51,14 @@ type testKernel struct {
 // plugins into dir/plugins/NAME (so tests can replace it), runs a kernel and
 // waits until it is ready. The kernel is shut down when the test ends, and
 // the test fails if a plugin process outlives it.
-func startKernel(t *testing.T, cfg string, plugins map[string]string) *testKernel {
+func startKernel(t testing.TB, cfg string, plugins map[string]string) *testKernel {
 	t.Helper()
 	return startKernelWith(t, cfg, plugins, nil)
 }
 
 // startKernelWith is startKernel with a hook that adjusts the kernel before
 // it runs.
-func startKernelWith(t *testing.T, cfg string, plugins map[string]string, adjust func(*Kernel)) *testKernel {
+func startKernelWith(t testing.TB, cfg string, plugins map[string]string, adjust func(*Kernel)) *testKernel {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "plugins"), 0o755); err != nil {

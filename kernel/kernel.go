@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,8 +42,8 @@ type Options struct {
 	// Getenv reads the environment (nil: os.Getenv).
 	Getenv func(string) string
 	// HandleSignals makes Run handle SIGTERM and SIGINT (shutdown; a
-	// second one stops waiting for calls in flight) and SIGHUP (reload
-	// the configuration).
+	// second one stops waiting for calls in flight), SIGHUP (reload the
+	// configuration) and SIGUSR2 (upgrade, which this build only logs).
 	HandleSignals bool
 	// Signals, when set with HandleSignals, is a channel the caller
 	// registered with signal.Notify for those signals as early as it could
@@ -56,7 +57,7 @@ type Options struct {
 // then, SIGTERM kills the process outright.
 func CatchSignals() chan os.Signal {
 	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	return ch
 }
 
@@ -87,6 +88,7 @@ type Kernel struct {
 	mu        sync.Mutex
 	cfg       *config.Config       // guarded by mu
 	slots     map[string]*slot     // guarded by mu
+	staged    []*slot              // started by a reload not yet committed; guarded by mu
 	listeners map[string]*listener // guarded by mu
 
 	ctx      context.Context // Run's; cancelled when shutdown begins
@@ -96,13 +98,15 @@ type Kernel struct {
 	ready    chan struct{}
 	shutdown chan struct{} // closed by Shutdown
 	shutOnce sync.Once
-	force    chan struct{} // closed to stop waiting for calls during shutdown
-	forceOne sync.Once
+	// forceCtx bounds every wait for calls to finish: drains, retired
+	// front ends, shutdown. A second SIGTERM or SIGINT cancels it.
+	forceCtx context.Context
+	force    context.CancelFunc
 }
 
 // listener is one configured listener: its socket, front end and route.
 type listener struct {
-	cfg   *config.Listener
+	cfg   atomic.Pointer[config.Listener] // a reload may update it
 	sock  *socket
 	srv   *httpl.Server
 	route *route
@@ -121,8 +125,8 @@ func New(opts Options) (*Kernel, error) {
 		listeners: make(map[string]*listener),
 		ready:     make(chan struct{}),
 		shutdown:  make(chan struct{}),
-		force:     make(chan struct{}),
 	}
+	k.forceCtx, k.force = context.WithCancel(context.Background())
 	if k.log == nil {
 		k.log = slog.Default()
 	}
@@ -323,6 +327,9 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		k.watcher.run(watchCtx)
 	}()
 
+	// Watch from the start, so a file replaced while its plugin starts is
+	// not missed.
+	k.watcher.set(slices.Collect(maps.Values(slots)))
 	var starts sync.WaitGroup
 	for _, s := range slots {
 		starts.Add(1)
@@ -351,8 +358,15 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	case <-k.shutdown:
 	}
 	k.log.Info("kernel shutting down")
-	cancelRun() // aborts plugin starts still under way
+	cancelRun() // aborts plugin starts and reloads still under way
 	<-startsDone
+	// Let a reload under way finish or abort, and refuse new ones, before
+	// stopAll takes stock of listeners and slots.
+	k.reloadMu.Lock()
+	k.bgMu.Lock()
+	k.closing = true
+	k.bgMu.Unlock()
+	k.reloadMu.Unlock()
 	stopWatch()
 	<-watchDone
 	k.stopAll()
@@ -381,15 +395,8 @@ func (k *Kernel) stopAll() {
 		cfg, _ := s.config()
 		grace = max(grace, cfg.DrainTimeout.D())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	ctx, cancel := context.WithTimeout(k.forceCtx, grace)
 	defer cancel()
-	go func() {
-		select {
-		case <-k.force:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	var wg sync.WaitGroup
 	for _, l := range ls {
@@ -400,9 +407,6 @@ func (k *Kernel) stopAll() {
 		}()
 	}
 	wg.Wait()
-	k.bgMu.Lock()
-	k.closing = true
-	k.bgMu.Unlock()
 	k.wg.Wait() // work a reload left running: retired listeners and slots
 	for _, s := range slots {
 		wg.Add(1)
@@ -416,7 +420,8 @@ func (k *Kernel) stopAll() {
 
 // startListener starts the front end of lc on sock, routed to s.
 func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *listener {
-	l := &listener{cfg: lc, sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
+	l := &listener{sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
+	l.cfg.Store(lc)
 	l.srv = httpl.New(httpl.Config{
 		Name:              lc.Name,
 		MaxBody:           lc.MaxBody,
@@ -442,7 +447,7 @@ func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *list
 // stopListener shuts l down gracefully within ctx and releases its socket.
 func (k *Kernel) stopListener(ctx context.Context, l *listener) {
 	if err := l.srv.Shutdown(ctx); err != nil {
-		k.log.Warn("listener shutdown cut short", "listener", l.cfg.Name, "error", err)
+		k.log.Warn("listener shutdown cut short", "listener", l.cfg.Load().Name, "error", err)
 	}
 	<-l.done
 	k.sockets.release(l.sock)
@@ -486,15 +491,19 @@ func (k *Kernel) snapshot(path string) (b *binary, release func(), err error) {
 
 // gcSnapshots removes executables no slot runs or keeps for rollback.
 func (k *Kernel) gcSnapshots() {
+	// snapMu first: what the slots keep must not change between taking
+	// stock and removing files (a slot updates its history, then releases
+	// its snapshot reference).
+	k.snapMu.Lock()
+	defer k.snapMu.Unlock()
 	k.mu.Lock()
 	slots := slices.Collect(maps.Values(k.slots))
+	slots = append(slots, k.staged...)
 	k.mu.Unlock()
 	keep := make(map[string]bool)
 	for _, s := range slots {
 		s.keep(keep)
 	}
-	k.snapMu.Lock()
-	defer k.snapMu.Unlock()
 	for h := range k.snapRefs {
 		keep[h] = true
 	}
@@ -521,6 +530,8 @@ func (k *Kernel) handleSignals(ctx context.Context) func() {
 				return
 			case sig := <-ch:
 				switch sig {
+				case syscall.SIGUSR2:
+					k.log.Warn("SIGUSR2: upgrading the kernel is not supported by this build yet; ignored")
 				case syscall.SIGHUP:
 					k.log.Info("SIGHUP: reloading the configuration")
 					k.spawn(func() {
@@ -532,7 +543,7 @@ func (k *Kernel) handleSignals(ctx context.Context) func() {
 					select {
 					case <-k.shutdown:
 						k.log.Warn("second signal: not waiting for calls in flight", "signal", sig.String())
-						k.forceOne.Do(func() { close(k.force) })
+						k.force()
 					default:
 						k.log.Info("signal: shutting down", "signal", sig.String())
 						k.Shutdown()

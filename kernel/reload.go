@@ -43,6 +43,9 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	if closing || k.ctx == nil || k.ctx.Err() != nil {
 		return nil, ErrShuttingDown
 	}
+	// A shutdown that begins meanwhile aborts the starts under way.
+	ctx, cancel := mergeCancel(ctx, k.ctx)
+	defer cancel()
 	next, err := k.loadConfig()
 	if err != nil {
 		return nil, err
@@ -65,7 +68,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 
 	sum := &ReloadSummary{Config: next.Source}
 	p := &reloadPlan{k: k}
-	defer p.rollback() // a no-op once committed
+	defer p.rollback() // only releases references once committed
 
 	// Prepare: everything that can fail, without touching traffic.
 	for _, name := range slices.Sorted(maps.Keys(next.Plugins)) {
@@ -75,11 +78,12 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		if !ok {
 			s := newSlot(k, pc)
 			s.setConfig(pc, routed)
+			// Staged slots keep their snapshots from garbage collection
+			// until they join k.slots.
+			p.stage(s)
 			if _, err := s.swap(ctx, true, "config reload"); err != nil {
-				s.stop(ctx)
 				return nil, fmt.Errorf("plugin %q: %w", name, err)
 			}
-			p.started = append(p.started, s)
 			sum.PluginsStarted = append(sum.PluginsStarted, name)
 			continue
 		}
@@ -88,10 +92,9 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 			p.kept = append(p.kept, keptSlot{s: old, cfg: pc, listeners: routed})
 			continue
 		}
-		// A new process for a changed plugin; swapMu stays held until
-		// commit so no file-change swap slips in between.
-		old.swapMu.Lock()
-		p.locked = append(p.locked, old)
+		// A new process for a changed plugin. It is prepared without the
+		// slot's swapMu, so a crash restart meanwhile is not held up; the
+		// commit takes it.
 		b, release, err := k.snapshot(pc.Path)
 		if err != nil {
 			return nil, fmt.Errorf("plugin %q: %w", name, err)
@@ -109,11 +112,11 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	}
 	for _, lc := range next.Listeners {
 		old, ok := listeners[lc.Name]
-		if ok && sameFront(old.cfg, lc) {
+		if ok && sameFront(old.cfg.Load(), lc) {
 			continue
 		}
 		var sock *socket
-		if ok && old.cfg.Network() == lc.Network() && old.cfg.SocketAddress() == lc.SocketAddress() {
+		if ok && old.cfg.Load().Network() == lc.Network() && old.cfg.Load().SocketAddress() == lc.SocketAddress() {
 			// Same address, other settings: a new front end on the same
 			// socket (even a port-0 one).
 			sock = old.sock
@@ -128,11 +131,20 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	// Commit: nothing below fails.
 	p.committed = true
 	for _, sp := range p.swaps {
+		sp.s.swapMu.Lock()
+		sp.s.mu.Lock()
+		if next := sp.s.generation + 1; next != sp.in.gen {
+			// A restart or a swap committed while this one was prepared;
+			// this one comes after it.
+			k.log.Warn("plugin generation moved during the reload", "plugin", sp.s.name,
+				"prepared_as", sp.in.gen, "serves_as", next)
+			sp.in.gen = next
+		}
+		sp.s.mu.Unlock()
 		sp.s.setConfig(sp.cfg, sp.listeners)
 		sp.s.commit(sp.in, true)
 		sp.s.swapMu.Unlock()
 	}
-	p.locked = nil
 	for _, ks := range p.kept {
 		ks.s.setConfig(ks.cfg, ks.listeners)
 	}
@@ -149,6 +161,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	}
 	k.mu.Lock()
 	k.slots = nextSlots
+	k.staged = nil
 	k.cfg = next
 	k.mu.Unlock()
 
@@ -158,6 +171,10 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		if fp.old != nil {
 			replaced[fp.cfg.Name] = true
 			sum.ListenersReplaced = append(sum.ListenersReplaced, fp.cfg.Name)
+			// Its requests in flight finish on the plugin the new
+			// configuration names, which is running; its old plugin may be
+			// stopping.
+			fp.old.route.slot.Store(nextSlots[fp.cfg.Plugin])
 			k.retireListener(fp.old)
 		} else {
 			sum.ListenersAdded = append(sum.ListenersAdded, fp.cfg.Name)
@@ -167,7 +184,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	for _, lc := range next.Listeners {
 		names[lc.Name] = true
 		if old, ok := listeners[lc.Name]; ok && !replaced[lc.Name] {
-			old.cfg = lc
+			old.cfg.Store(lc)
 			old.route.slot.Store(nextSlots[lc.Plugin])
 			sum.ListenersKept = append(sum.ListenersKept, lc.Name)
 		}
@@ -184,7 +201,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	for name, s := range slots {
 		if _, ok := nextSlots[name]; !ok {
 			sum.PluginsStopped = append(sum.PluginsStopped, name)
-			k.spawn(func() { s.stop(context.Background()) })
+			k.spawn(func() { s.stop(k.forceCtx) })
 		}
 	}
 	k.watcher.set(slices.Collect(maps.Values(nextSlots)))
@@ -198,13 +215,13 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 // its requests finish (up to the longest drain timeout), and releases its
 // socket reference.
 func (k *Kernel) retireListener(l *listener) {
-	ok := k.spawn(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), maxDrainTimeout(k))
+	stop := func() {
+		ctx, cancel := context.WithTimeout(k.forceCtx, maxDrainTimeout(k))
 		defer cancel()
 		k.stopListener(ctx, l)
-	})
-	if !ok {
-		k.stopListener(context.Background(), l)
+	}
+	if !k.spawn(stop) {
+		stop() // shutdown has begun (not reached: reloads end before it)
 	}
 }
 
@@ -254,13 +271,21 @@ func sameFront(a, b *config.Listener) bool {
 type reloadPlan struct {
 	k         *Kernel
 	committed bool
-	started   []*slot     // new slots, running
+	started   []*slot     // new slots, staged in k.staged until commit
 	kept      []keptSlot  // slots whose process stays
 	swaps     []swapPlan  // slots with a new process prepared
-	locked    []*slot     // slots whose swapMu the plan holds
 	socks     []*socket   // sockets acquired for new front ends
 	fronts    []frontPlan // front ends to start
 	releases  []func()    // snapshot references to drop when done
+}
+
+// stage records a new slot, which snapshot garbage collection must respect
+// before it joins k.slots.
+func (p *reloadPlan) stage(s *slot) {
+	p.started = append(p.started, s)
+	p.k.mu.Lock()
+	p.k.staged = append(p.k.staged, s)
+	p.k.mu.Unlock()
 }
 
 type keptSlot struct {
@@ -311,12 +336,12 @@ func (p *reloadPlan) rollback() {
 	for _, sp := range p.swaps {
 		sp.in.proc.Kill()
 	}
-	for _, s := range p.locked {
-		s.swapMu.Unlock()
-	}
 	for _, s := range p.started {
-		s.stop(context.Background())
+		s.stop(p.k.forceCtx)
 	}
+	p.k.mu.Lock()
+	p.k.staged = nil
+	p.k.mu.Unlock()
 	for _, sock := range p.socks {
 		p.k.sockets.release(sock)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,4 +267,133 @@ func TestShutdownRightAfterStart(t *testing.T) {
 			t.Errorf("run %d: admin socket left behind (%v)", i, err)
 		}
 	}
+}
+
+// TestReloadKeepsNewSnapshot: a reload that starts one plugin and swaps
+// another must not garbage-collect the new plugin's executable, or its
+// first crash could not be restarted.
+func TestReloadKeepsNewSnapshot(t *testing.T) {
+	base := `
+[plugins.probe]
+path = "plugins/probe"
+
+[[listeners]]
+name = "keep"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "probe"
+`
+	next := strings.Replace(base, `path = "plugins/probe"`, `path = "plugins/probe"
+[plugins.probe.settings]
+x = 1`, 1) + `
+[plugins.p2]
+path = "plugins/probe2"
+
+[[listeners]]
+name = "p2"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "p2"
+`
+	tk := startKernel(t, base, map[string]string{"probe": probeBin(t, "v1"), "probe2": probeBin(t, "v2")})
+	if err := os.WriteFile(tk.cfgPath, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := tk.ctl("reload-config"); !r.OK {
+		t.Fatal(r.Error)
+	}
+	if _, err := os.Stat(filepath.Join(tk.k.snapDir, tk.plugin("p2").SHA256)); err != nil {
+		t.Fatalf("the running p2's snapshot is gone: %v", err)
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	old := tk.plugin("p2")
+	get(c, tk.url("p2")+"/crash")
+	testutil.WaitFor(t, 10*time.Second, "p2 to restart after its crash", func() bool {
+		p := tk.plugin("p2")
+		return p.State == stateServing && p.PID != old.PID
+	})
+}
+
+// TestReloadDuringShutdown: a reload under way when shutdown begins either
+// completes before the kernel takes stock or is aborted; nothing it started
+// outlives Run.
+func TestReloadDuringShutdown(t *testing.T) {
+	base := `
+[plugins.probe]
+path = "plugins/probe"
+drain_timeout = "5s"
+
+[[listeners]]
+name = "keep"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "probe"
+`
+	next := base + `
+[plugins.p2]
+path = "plugins/probe2"
+
+[[listeners]]
+name = "late"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "p2"
+`
+	tk := startKernel(t, base, map[string]string{"probe": probeBin(t, "v1"), "probe2": probeBin(t, "v2")})
+	if err := os.WriteFile(tk.cfgPath, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan struct{})
+	go func() {
+		defer close(slow)
+		get(&http.Client{}, tk.url("keep")+"/slow?ms=1000") // keeps the shutdown busy
+	}()
+	testutil.WaitFor(t, 5*time.Second, "the slow call", func() bool { return tk.plugin("probe").Inflight > 0 })
+	res := make(chan error, 1)
+	go func() {
+		_, err := tk.k.ReloadConfig(context.Background())
+		res <- err
+	}()
+	time.Sleep(3 * time.Millisecond)
+	tk.k.Shutdown()
+	err := <-tk.done
+	tk.done <- err
+	<-slow
+	t.Logf("Run: %v; reload: %v", err, <-res)
+	tk.k.mu.Lock()
+	l, s := tk.k.listeners["late"], tk.k.slots["p2"]
+	tk.k.mu.Unlock()
+	if l != nil {
+		if c, err := net.Dial("tcp", l.sock.ln.Addr().String()); err == nil {
+			c.Close()
+			t.Error("the reload's listener still accepts after Run returned")
+		}
+	}
+	if s != nil {
+		if p := s.info(); p.PID != 0 && testutil.Alive(p.PID) {
+			t.Errorf("the reload's plugin (pid %d, %s) outlived Run", p.PID, p.State)
+		}
+	}
+	if pids := testutil.ProcessesUnder(tk.dir); len(pids) > 0 {
+		t.Errorf("processes left: %v", pids)
+	}
+}
+
+// TestReloadWhileListing: reloads and `ctl listeners` at the same time
+// (for the race detector).
+func TestReloadWhileListing(t *testing.T) {
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": probeBin(t, "v1")})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			_ = tk.k.Listeners()
+		}
+	}()
+	for range 5 {
+		if _, err := tk.k.ReloadConfig(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
 }

@@ -367,31 +367,28 @@ func (s *slot) lost(in *instance, cause error) {
 		return
 	}
 	s.mu.Lock()
-	wasCurrent := s.current == in
-	var delay time.Duration
-	if wasCurrent && !s.stopping {
-		s.setCurrentLocked(nil)
-		if time.Since(in.started) > stableAfter {
-			s.backoff = 0
-		}
-		delay = s.nextBackoffLocked()
-		// Calls wait for a restart that comes soon; with a long backoff
-		// they fail at once instead.
-		s.state = stateStarting
-		if delay >= restartWait {
-			s.state = stateFailed
-		}
-		s.lastError = fmt.Sprintf("generation %d (pid %d) exited: %v", in.gen, in.pid, exitText(cause))
-	}
-	s.mu.Unlock()
-	in.retire()
-	if !wasCurrent {
+	if s.current != in || s.stopping {
+		// A draining instance, or the slot is stopping: its drain or
+		// stop takes care of the process.
+		s.mu.Unlock()
+		in.retire()
 		return
 	}
+	s.setCurrentLocked(nil)
+	if time.Since(in.started) > stableAfter {
+		s.backoff = 0
+	}
+	delay := s.nextBackoffLocked()
+	s.state = waitingState(delay)
+	s.lastError = fmt.Sprintf("generation %d (pid %d) exited: %v", in.gen, in.pid, exitText(cause))
+	// Added under mu while not stopping: stop sets stopping under mu
+	// before it waits, so these are counted before it waits.
+	s.wg.Add(2)
+	s.mu.Unlock()
+	in.retire()
 	s.restarts.Add(1)
 	s.log.Error("plugin exited; restarting", "generation", in.gen, "pid", in.pid, "cause", exitText(cause), "backoff", delay)
 	// Kill makes sure a process with broken streams is gone, and reaps it.
-	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		in.proc.Kill()
@@ -400,6 +397,16 @@ func (s *slot) lost(in *instance, cause error) {
 		defer s.wg.Done()
 		s.restart(in.bin, delay)
 	}()
+}
+
+// waitingState is the state of a slot with no instance whose next start is
+// delay away: calls wait for a start that comes soon (starting), and fail at
+// once when it is further off than they would wait (failed).
+func waitingState(delay time.Duration) string {
+	if delay >= restartWait {
+		return stateFailed
+	}
+	return stateStarting
 }
 
 func exitText(err error) string {
@@ -429,9 +436,11 @@ func (s *slot) restart(b *binary, delay time.Duration) {
 			return
 		}
 		s.mu.Lock()
-		s.state = stateFailed
 		s.lastError = "restart: " + err.Error()
 		delay = s.nextBackoffLocked()
+		if s.current == nil && !s.stopping {
+			s.state = waitingState(delay)
+		}
 		s.mu.Unlock()
 		s.log.Error("plugin restart failed", "error", err, "retry_in", delay)
 	}
@@ -480,11 +489,10 @@ func (s *slot) swap(ctx context.Context, force bool, reason string) (*instance, 
 	defer s.swapMu.Unlock()
 	in, err := s.swapLocked(ctx, force, reason)
 	if err != nil && !errors.Is(err, ErrUnchanged) {
+		// The state stays: with an instance the slot serves on, and
+		// without one a start or restart is on its way, which sets it.
 		s.mu.Lock()
 		s.lastError = err.Error()
-		if s.current == nil && !s.stopping {
-			s.state = stateFailed
-		}
 		s.mu.Unlock()
 		s.log.Error("plugin swap failed; the running version keeps serving", "reason", reason, "error", err)
 	}
@@ -520,6 +528,13 @@ func (s *slot) swapLocked(ctx context.Context, force bool, reason string) (*inst
 		s.mu.Unlock()
 		return nil, err
 	}
+	if cur == nil || cur.bin.hash != b.hash {
+		// A new executable starts with a clean record: the restart
+		// backoff of a crash-looping predecessor is not its own.
+		s.mu.Lock()
+		s.backoff = 0
+		s.mu.Unlock()
+	}
 	s.commit(in, cur != nil)
 	if cur != nil {
 		s.log.Info("plugin swapped", "reason", reason, "generation", in.gen, "version", in.version,
@@ -536,9 +551,14 @@ func (s *slot) start(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return err
+	}
 	delay := max(s.nextBackoffLocked(), minBackoff)
-	s.mu.Unlock()
+	s.state = waitingState(delay)
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		s.restart(nil, delay)
@@ -663,6 +683,17 @@ func (s *slot) info() pluginInfo {
 		p.Draining = append(p.Draining, drainingInfo{PID: d.pid, Generation: d.gen, Version: d.version, Inflight: d.inflight()})
 	}
 	return p
+}
+
+// runningID is the identity the file at path had when the current
+// instance's executable was read from it.
+func (s *slot) runningID(path string) (fileID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == nil || s.current.bin.source != path {
+		return fileID{}, false
+	}
+	return s.current.bin.id, true
 }
 
 // keep adds the hashes the slot may still need to keep.

@@ -48,6 +48,7 @@ type watcher struct {
 type pendingFile struct {
 	first time.Time
 	timer *time.Timer
+	seq   int // counts arms; a settle check that sees it move leaves the entry to the newer timer
 }
 
 func newWatcher(log *slog.Logger) (*watcher, error) {
@@ -80,11 +81,18 @@ func (w *watcher) set(slots []*slot) {
 	defer w.mu.Unlock()
 	w.targets = targets
 	want := make(map[string]bool)
-	for p := range targets {
+	for p, ss := range targets {
 		want[filepath.Dir(p)] = true
+		// What runs is what has been seen: a file that differs from the
+		// running executable's (replaced while it started) is reported by
+		// the next rescan. With nothing known yet, the rescan reports the
+		// file and the slot's hash comparison decides.
 		if _, ok := w.seen[p]; !ok {
-			if id, _, err := statID(p); err == nil {
-				w.seen[p] = id
+			for _, s := range ss {
+				if id, ok := s.runningID(p); ok {
+					w.seen[p] = id
+					break
+				}
 			}
 		}
 	}
@@ -180,6 +188,7 @@ func (w *watcher) debounceLocked(ctx context.Context, path string) {
 	} else {
 		p.timer.Stop()
 	}
+	p.seq++
 	wait := debounce
 	if left := debounceCap - now.Sub(p.first); left < wait {
 		wait = max(left, 0)
@@ -191,10 +200,12 @@ func (w *watcher) debounceLocked(ctx context.Context, path string) {
 // changing is debounced again, a stable one is reported.
 func (w *watcher) settleCheck(ctx context.Context, path string) {
 	w.mu.Lock()
-	if _, ok := w.pending[path]; !ok || ctx.Err() != nil {
+	p, ok := w.pending[path]
+	if !ok || ctx.Err() != nil {
 		w.mu.Unlock()
 		return
 	}
+	seq := p.seq
 	w.wg.Add(1)
 	w.mu.Unlock()
 	defer w.wg.Done()
@@ -211,6 +222,11 @@ func (w *watcher) settleCheck(ctx context.Context, path string) {
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if cur, ok := w.pending[path]; !ok || cur.seq != seq {
+		// An event re-armed the debounce meanwhile: that timer's check
+		// will look again.
+		return
+	}
 	if errA != nil || errB != nil || a != b {
 		if errB != nil && errors.Is(errB, os.ErrNotExist) {
 			// Removed (or mid-rename): wait for it to come back.

@@ -102,3 +102,38 @@ func TestWatchDirectoryRecreated(t *testing.T) {
 		return tk.plugin("probe").Version == "v2"
 	})
 }
+
+// TestWatchChangeDuringStartup: an executable replaced while the kernel is
+// still starting (another plugin holds up readiness) is swapped in.
+func TestWatchChangeDuringStartup(t *testing.T) {
+	cfg := `
+[plugins.probe]
+path = "plugins/probe"
+
+[plugins.slow]
+path = "plugins/hang"
+start_timeout = "2s"
+
+[[listeners]]
+name = "web"
+protocol = "http"
+address = "127.0.0.1:0"
+plugin = "probe"
+`
+	v2 := probeBin(t, "v2")
+	replaced := make(chan struct{})
+	tk := startKernelWith(t, cfg, map[string]string{"probe": probeBin(t, "v1"), "hang": testdataBin(t, "hang")}, func(k *Kernel) {
+		k.rescan = 300 * time.Millisecond
+		go func() {
+			defer close(replaced)
+			// While "slow" holds up readiness (its start times out at 2s).
+			time.Sleep(800 * time.Millisecond)
+			replace(t, v2, filepath.Join(filepath.Dir(k.opts.ConfigPath), "plugins", "probe"), false)
+		}()
+	})
+	<-replaced
+	testutil.WaitFor(t, 10*time.Second, "v2 to be swapped in", func() bool { return tk.plugin("probe").Version == "v2" })
+	if body := mustGet(t, &http.Client{Timeout: 5 * time.Second}, tk.url("web")+"/"); !strings.Contains(body, " v2 ") {
+		t.Errorf("answered %q", body)
+	}
+}

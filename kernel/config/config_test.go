@@ -780,6 +780,8 @@ dir = "../var/switchyard"
 path = "plugins/./rel"
 [plugins.abs]
 path = "/opt/plugins/abs"
+[plugins.unclean]
+path = "/opt//plugins/./unclean"
 [plugins.tilde]
 path = "~/plugins/tilde"
 [[listeners]]
@@ -802,6 +804,7 @@ plugin = "abs"
 		{"state.dir", c.State.Dir, "/etc/var/switchyard"},
 		{"relative plugin", c.Plugins["rel"].Path, "/etc/switchyard/plugins/rel"},
 		{"absolute plugin", c.Plugins["abs"].Path, "/opt/plugins/abs"},
+		{"absolute plugin is cleaned", c.Plugins["unclean"].Path, "/opt/plugins/unclean"},
 		{"tilde is not expanded", c.Plugins["tilde"].Path, "/etc/switchyard/~/plugins/tilde"},
 		{"relative unix address", c.Listeners[0].Address, "unix:/etc/switchyard/run/rel.sock"},
 		{"absolute unix address", c.Listeners[1].Address, "unix:/run/abs.sock"},

@@ -139,7 +139,8 @@ func (k *checker) check() {
 }
 
 // path resolves *p against the base directory unless it is empty or
-// absolute.
+// absolute, and cleans it: the kernel compares paths (file events name a
+// file by its clean path), so /opt//x and /opt/./x must become /opt/x.
 func (k *checker) path(at keyPath, what string, p *string) {
 	switch {
 	case *p == "":
@@ -147,6 +148,8 @@ func (k *checker) path(at keyPath, what string, p *string) {
 		k.errorf(at, "%s contains a NUL byte", what)
 	case !filepath.IsAbs(*p):
 		*p = filepath.Join(k.c.Dir, *p)
+	default:
+		*p = filepath.Clean(*p)
 	}
 }
 

@@ -129,6 +129,21 @@ func (c *Client) pick() (*callStream, error) {
 	return nil, fmt.Errorf("%w: %w: every calls stream is broken or draining", ErrNotSent, ErrUnavailable)
 }
 
+// Usable reports whether some stream takes new calls: false once every
+// stream has broken (the process died, or its gRPC server stopped) or is
+// draining.
+func (c *Client) Usable() bool {
+	c.mu.Lock()
+	streams := c.streams
+	c.mu.Unlock()
+	for _, s := range streams {
+		if s.usable() {
+			return true
+		}
+	}
+	return false
+}
+
 // Drain tells the plugin that no more calls come: new calls fail with
 // ErrNotSent, the calls in flight go on (their credit and cancellations still
 // flow), and each stream ends once its last call has. Drain returns when
