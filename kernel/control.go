@@ -3,9 +3,7 @@ package kernel
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -139,9 +137,10 @@ type ReloadResult struct {
 func (k *Kernel) Reload(ctx context.Context, name string) (*ReloadResult, error) {
 	k.mu.Lock()
 	s, ok := k.slots[name]
+	names := slices.Sorted(maps.Keys(k.slots))
 	k.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("no plugin %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(k.slotNames())), ", "))
+		return nil, fmt.Errorf("no plugin %q (have %s)", name, strings.Join(names, ", "))
 	}
 	in, err := s.swap(ctx, true, "ctl reload")
 	if err != nil {
@@ -150,20 +149,10 @@ func (k *Kernel) Reload(ctx context.Context, name string) (*ReloadResult, error)
 	return &ReloadResult{Name: name, Generation: in.gen, Version: in.version, PID: in.pid, SHA256: in.bin.hash}, nil
 }
 
-func (k *Kernel) slotNames() map[string]bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	m := make(map[string]bool, len(k.slots))
-	for n := range k.slots {
-		m[n] = true
-	}
-	return m
-}
-
 func (k *Kernel) setLevel(s string) (any, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return nil, errors.New("log level must be debug, info, warn or error")
+	l, err := ParseLevel(s)
+	if err != nil {
+		return nil, err
 	}
 	k.level.Set(l)
 	return map[string]string{"log_level": strings.ToLower(l.String())}, nil

@@ -232,7 +232,7 @@ func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*pro
 		env = append(env, k+"="+cfg.Env[k])
 	}
 	started := time.Now()
-	ph := &pidHandler{Handler: log.Handler()}
+	ph := newPidHandler(log.Handler())
 	proc, err := host.Start(ctx, host.Spec{
 		Path:         b.path,
 		SHA256:       b.hash,
