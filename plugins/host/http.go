@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/cgiout"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -185,7 +186,21 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 		}
 		return err
 	}
-	unacked := 0 // body bytes written but not yet credited back
+	unacked := 0           // body bytes written but not yet credited back
+	gotHead := false       // the plugin's head frame arrived
+	var cgi *cgiout.Parser // non-nil while CGI output's header block is awaited
+	// writeHead sends the response head to w; end says the body is data
+	// and nothing more.
+	writeHead := func(code int, data []byte, end bool, trailers []*proto.Header) {
+		header := w.Header()
+		if end && len(trailers) == 0 && bodyAllowed(code) &&
+			(r.Method != http.MethodHead || len(data) > 0) &&
+			header.Get("Content-Length") == "" && header.Get("Transfer-Encoding") == "" {
+			header.Set("Content-Length", strconv.Itoa(len(data)))
+		}
+		w.WriteHeader(code)
+		headSent = true
+	}
 	for {
 		f, err := p.next(ctx)
 		if err != nil {
@@ -215,11 +230,17 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 		)
 		switch fr := f.GetFrame().(type) {
 		case *proto.Reply_Http:
-			if headSent {
+			if gotHead {
 				cancelReason = "second response head"
 				return abort(fmt.Errorf("%w: second response head", ErrProtocol))
 			}
+			gotHead = true
 			h := fr.Http
+			data, end, flush, trailers = h.GetBody(), h.GetEnd(), h.GetFlush(), h.GetTrailers()
+			if h.GetCgi() {
+				cgi = new(cgiout.Parser)
+				break
+			}
 			code := int(h.GetStatus())
 			if code < 200 || code > 999 {
 				cancelReason = "invalid status"
@@ -229,16 +250,9 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 			for _, kv := range h.GetHeaders() {
 				header[kv.GetName()] = kv.GetValues()
 			}
-			if h.GetEnd() && len(h.GetTrailers()) == 0 && bodyAllowed(code) &&
-				(r.Method != http.MethodHead || len(h.GetBody()) > 0) &&
-				header.Get("Content-Length") == "" && header.Get("Transfer-Encoding") == "" {
-				header.Set("Content-Length", strconv.Itoa(len(h.GetBody())))
-			}
-			w.WriteHeader(code)
-			headSent = true
-			data, end, flush, trailers = h.GetBody(), h.GetEnd(), h.GetFlush(), h.GetTrailers()
+			writeHead(code, data, end, trailers)
 		case *proto.Reply_Body:
-			if !headSent {
+			if !gotHead {
 				cancelReason = "body before head"
 				return fmt.Errorf("%w: body before head", ErrProtocol)
 			}
@@ -249,6 +263,33 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 		default:
 			cancelReason = "unknown reply frame"
 			return abort(fmt.Errorf("%w: unknown reply frame", ErrProtocol))
+		}
+		credited := len(data)
+		if cgi != nil {
+			// CGI output: the head is the first lines of the body.
+			head, body, ok, err := cgi.Feed(data)
+			if err == nil && !ok && end {
+				err = cgi.End()
+			}
+			if err != nil {
+				if !end {
+					cancelReason = "malformed CGI output"
+				} else {
+					cancelReason = ""
+				}
+				return fmt.Errorf("%w: %w", ErrFailed, err)
+			}
+			if !ok {
+				data = nil
+			} else {
+				cgi = nil
+				header := w.Header()
+				for k, vs := range head.Header {
+					header[k] = vs
+				}
+				data = body
+				writeHead(head.Status, data, end, trailers)
+			}
 		}
 		if len(data) > 0 {
 			if _, err := w.Write(data); err != nil {
@@ -265,10 +306,10 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 			}
 			return nil
 		}
-		if flush {
+		if flush && headSent {
 			_ = http.NewResponseController(w).Flush()
 		}
-		if unacked += len(data); unacked >= responseCredit/2 {
+		if unacked += credited; unacked >= responseCredit/2 {
 			if err := p.credit(ctx, unacked); err != nil {
 				if ctx.Err() != nil {
 					continue // next reports it

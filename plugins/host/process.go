@@ -42,6 +42,9 @@ type Spec struct {
 	Streams int
 	// Logger receives the process's output and Host.Log records.
 	Logger *slog.Logger
+	// Store is the shared store the Host service offers the plugin; nil
+	// offers none.
+	Store Store
 }
 
 // Process is a running plugin executable and the Client that talks to it.
@@ -68,7 +71,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 		r         *procRunner // guarded by mu
 		socketDir string      // go-plugin's directory for this process; guarded by mu
 	)
-	hp := &hostPlugin{log: spec.Logger, wg: new(sync.WaitGroup)}
+	hp := &hostPlugin{log: spec.Logger, store: spec.Store, wg: new(sync.WaitGroup)}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig: sdk.Handshake(),
 		Plugins:         goplugin.PluginSet{sdk.PluginName: hp},
@@ -216,8 +219,9 @@ func (p *Process) Kill() {
 // per process.
 type hostPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	log *slog.Logger
-	wg  *sync.WaitGroup
+	log   *slog.Logger
+	store Store
+	wg    *sync.WaitGroup
 }
 
 var _ goplugin.GRPCPlugin = (*hostPlugin)(nil)
@@ -228,7 +232,7 @@ func (h *hostPlugin) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
 
 func (h *hostPlugin) GRPCClient(_ context.Context, broker *goplugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
 	id := broker.NextId()
-	srv := &hostServer{log: h.log}
+	srv := &hostServer{log: h.log, store: h.store}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()

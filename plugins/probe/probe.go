@@ -42,7 +42,9 @@ func newProbe(version string, exit func(int), stderr io.Writer) *probe {
 	p := &probe{version: version, pid: os.Getpid(), exit: exit, stderr: stderr, mux: http.NewServeMux()}
 	p.mux.HandleFunc("/{$}", p.root)
 	p.mux.HandleFunc("/slow", p.slow)
-	p.mux.HandleFunc("/status/{code}", p.status)
+	p.mux.Handle("/status/{code}", sdk.CGI(p.status))
+	p.mux.Handle("/redirect", sdk.CGI(p.redirect))
+	p.mux.Handle("/badcgi", sdk.CGI(p.badCGI))
 	p.mux.HandleFunc("/echo", p.echo)
 	p.mux.HandleFunc("/crash", p.crash)
 	p.mux.HandleFunc("/panic", p.panic)
@@ -92,16 +94,41 @@ func (p *probe) slow(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%s slept %dms\n", p.id(), ms)
 }
 
-// status answers with the status CODE.
-func (p *probe) status(w http.ResponseWriter, r *http.Request) {
+// status answers with the status CODE, as CGI output: a Status header, and
+// a Location when the query has one.
+func (p *probe) status(out io.Writer, r *http.Request) {
 	code, err := strconv.Atoi(r.PathValue("code"))
 	if err != nil || code < 200 || code > 999 {
-		http.Error(w, "status: CODE must be 200-999", http.StatusBadRequest)
+		fmt.Fprint(out, "Status: 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
+		fmt.Fprintln(out, "status: CODE must be 200-999")
 		return
 	}
-	p.text(w)
-	w.WriteHeader(code)
-	fmt.Fprintf(w, "%s status %d\n", p.id(), code)
+	fmt.Fprintf(out, "Status: %d %s\r\n", code, http.StatusText(code))
+	if loc := r.URL.Query().Get("location"); loc != "" && !strings.ContainsAny(loc, "\r\n") {
+		fmt.Fprintf(out, "Location: %s\r\n", loc)
+	}
+	fmt.Fprintf(out, "Content-Type: text/plain; charset=utf-8\r\nX-Probe: %s\r\n\r\n", p.id())
+	if code != http.StatusNoContent && code != http.StatusNotModified {
+		fmt.Fprintf(out, "%s status %d\n", p.id(), code)
+	}
+}
+
+// redirect answers with CGI output that has a Location and no Status, which
+// the CGI rules make a 302.
+func (p *probe) redirect(out io.Writer, r *http.Request) {
+	to := r.URL.Query().Get("to")
+	if to == "" || strings.ContainsAny(to, "\r\n") {
+		fmt.Fprint(out, "Status: 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
+		fmt.Fprintln(out, "redirect: to is required")
+		return
+	}
+	fmt.Fprintf(out, "Location: %s\r\nX-Probe: %s\r\n\r\n", to, p.id())
+}
+
+// badCGI writes CGI output with a malformed Status, which the kernel must
+// answer with 502 rather than pass on.
+func (p *probe) badCGI(out io.Writer, _ *http.Request) {
+	fmt.Fprintf(out, "Status: OK\r\nContent-Type: text/plain\r\n\r\n%s must not be seen\n", p.id())
 }
 
 // Echo is what /echo answers, as JSON.

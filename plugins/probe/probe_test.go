@@ -48,7 +48,9 @@ func newTestProbe(t *testing.T) *testProbe {
 
 func (tp *testProbe) do(t *testing.T, req *http.Request) (*http.Response, string, error) {
 	t.Helper()
-	res, err := tp.Client().Do(req)
+	c := tp.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	res, err := c.Do(req)
 	if err != nil {
 		return nil, "", err
 	}
@@ -91,6 +93,10 @@ func TestSimpleEndpoints(t *testing.T) {
 		{"status below 200", "/status/199", 400, "status: CODE must be 200-999\n"},
 		{"status above 999", "/status/1000", 400, "status: CODE must be 200-999\n"},
 		{"status not a number", "/status/abc", 400, "status: CODE must be 200-999\n"},
+		{"status with location", "/status/301?location=/moved", 301, id + " status 301\n"},
+		{"redirect without status is 302", "/redirect?to=http://example.test/x", 302, ""},
+		{"redirect without target", "/redirect", 400, "redirect: to is required\n"},
+		{"malformed CGI status is 502", "/badcgi", 502, "host: plugin failed the call: cgi: malformed output: Status \"OK\" is not a three-digit code\n"},
 		{"stream", "/stream?n=3&ms=0", 200, fmt.Sprintf("%[1]s line 1\n%[1]s line 2\n%[1]s line 3\n", id)},
 		{"stream of nothing", "/stream", 200, ""},
 		{"big bad", "/big?bytes=x", 400, "big: bytes must be a non-negative integer\n"},

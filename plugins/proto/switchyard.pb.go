@@ -792,7 +792,12 @@ type HTTPResponse struct {
 	// Ask the kernel to flush what it has written to the client.
 	Flush bool `protobuf:"varint,5,opt,name=flush,proto3" json:"flush,omitempty"`
 	// Trailer values, sent with end.
-	Trailers      []*Header `protobuf:"bytes,6,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	Trailers []*Header `protobuf:"bytes,6,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	// The body is CGI output (RFC 3875 section 6): header lines (Status,
+	// Location, Content-Type and others), a blank line, then the document.
+	// status and headers are unset; the kernel parses the output and applies
+	// the CGI rules.
+	Cgi           bool `protobuf:"varint,7,opt,name=cgi,proto3" json:"cgi,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -867,6 +872,13 @@ func (x *HTTPResponse) GetTrailers() []*Header {
 		return x.Trailers
 	}
 	return nil
+}
+
+func (x *HTTPResponse) GetCgi() bool {
+	if x != nil {
+		return x.Cgi
+	}
+	return false
 }
 
 // Body continues a request body (kernel to plugin) or a response body
@@ -1246,6 +1258,403 @@ func (*LogResponse) Descriptor() ([]byte, []int) {
 	return file_switchyard_proto_rawDescGZIP(), []int{16}
 }
 
+type GetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRequest) Reset() {
+	*x = GetRequest{}
+	mi := &file_switchyard_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRequest) ProtoMessage() {}
+
+func (x *GetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
+func (*GetRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type GetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetResponse) Reset() {
+	*x = GetResponse{}
+	mi := &file_switchyard_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResponse) ProtoMessage() {}
+
+func (x *GetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
+func (*GetResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type PutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRequest) Reset() {
+	*x = PutRequest{}
+	mi := &file_switchyard_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRequest) ProtoMessage() {}
+
+func (x *PutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
+func (*PutRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PutRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PutRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type PutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutResponse) Reset() {
+	*x = PutResponse{}
+	mi := &file_switchyard_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutResponse) ProtoMessage() {}
+
+func (x *PutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
+func (*PutResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{20}
+}
+
+type DeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRequest) Reset() {
+	*x = DeleteRequest{}
+	mi := &file_switchyard_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRequest) ProtoMessage() {}
+
+func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type DeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteResponse) Reset() {
+	*x = DeleteResponse{}
+	mi := &file_switchyard_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteResponse) ProtoMessage() {}
+
+func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
+func (*DeleteResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{22}
+}
+
+type ListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_switchyard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+type ListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_switchyard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// Entry is one key of a List, as the plugin names it.
+type Entry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Entry) Reset() {
+	*x = Entry{}
+	mi := &file_switchyard_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Entry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Entry) ProtoMessage() {}
+
+func (x *Entry) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
+func (*Entry) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Entry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Entry) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 var File_switchyard_proto protoreflect.FileDescriptor
 
 const file_switchyard_proto_rawDesc = "" +
@@ -1306,14 +1715,15 @@ const file_switchyard_proto_rawDesc = "" +
 	"\x03tls\x18\v \x01(\bR\x03tls\x12\x12\n" +
 	"\x04body\x18\f \x01(\fR\x04body\x12\x19\n" +
 	"\bbody_end\x18\r \x01(\bR\abodyEnd\x12\x16\n" +
-	"\x06credit\x18\x0e \x01(\rR\x06credit\"\xd4\x01\n" +
+	"\x06credit\x18\x0e \x01(\rR\x06credit\"\xe6\x01\n" +
 	"\fHTTPResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x126\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1c.switchyard.plugin.v1.HeaderR\aheaders\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12\x10\n" +
 	"\x03end\x18\x04 \x01(\bR\x03end\x12\x14\n" +
 	"\x05flush\x18\x05 \x01(\bR\x05flush\x128\n" +
-	"\btrailers\x18\x06 \x03(\v2\x1c.switchyard.plugin.v1.HeaderR\btrailers\"\x92\x01\n" +
+	"\btrailers\x18\x06 \x03(\v2\x1c.switchyard.plugin.v1.HeaderR\btrailers\x12\x10\n" +
+	"\x03cgi\x18\a \x01(\bR\x03cgi\"\x92\x01\n" +
 	"\x04Body\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\bR\x03end\x12\x14\n" +
@@ -1335,13 +1745,37 @@ const file_switchyard_proto_rawDesc = "" +
 	"\x04Attr\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\r\n" +
-	"\vLogResponse2\x87\x02\n" +
+	"\vLogResponse\"\x1e\n" +
+	"\n" +
+	"GetRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"#\n" +
+	"\vGetResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\"4\n" +
+	"\n" +
+	"PutRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\r\n" +
+	"\vPutResponse\"!\n" +
+	"\rDeleteRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x10\n" +
+	"\x0eDeleteResponse\"%\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"E\n" +
+	"\fListResponse\x125\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.switchyard.plugin.v1.EntryR\aentries\"-\n" +
+	"\x05Entry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size2\x87\x02\n" +
 	"\x06Plugin\x12Y\n" +
 	"\bDescribe\x12%.switchyard.plugin.v1.DescribeRequest\x1a&.switchyard.plugin.v1.DescribeResponse\x12\\\n" +
 	"\tConfigure\x12&.switchyard.plugin.v1.ConfigureRequest\x1a'.switchyard.plugin.v1.ConfigureResponse\x12D\n" +
-	"\x05Calls\x12\x1a.switchyard.plugin.v1.Call\x1a\x1b.switchyard.plugin.v1.Reply(\x010\x012R\n" +
+	"\x05Calls\x12\x1a.switchyard.plugin.v1.Call\x1a\x1b.switchyard.plugin.v1.Reply(\x010\x012\x8e\x03\n" +
 	"\x04Host\x12J\n" +
-	"\x03Log\x12 .switchyard.plugin.v1.LogRequest\x1a!.switchyard.plugin.v1.LogResponseB:Z8github.com/switchyard-dev/switchyard/plugins/proto;protob\x06proto3"
+	"\x03Log\x12 .switchyard.plugin.v1.LogRequest\x1a!.switchyard.plugin.v1.LogResponse\x12J\n" +
+	"\x03Get\x12 .switchyard.plugin.v1.GetRequest\x1a!.switchyard.plugin.v1.GetResponse\x12J\n" +
+	"\x03Put\x12 .switchyard.plugin.v1.PutRequest\x1a!.switchyard.plugin.v1.PutResponse\x12S\n" +
+	"\x06Delete\x12#.switchyard.plugin.v1.DeleteRequest\x1a$.switchyard.plugin.v1.DeleteResponse\x12M\n" +
+	"\x04List\x12!.switchyard.plugin.v1.ListRequest\x1a\".switchyard.plugin.v1.ListResponseB:Z8github.com/switchyard-dev/switchyard/plugins/proto;protob\x06proto3"
 
 var (
 	file_switchyard_proto_rawDescOnce sync.Once
@@ -1355,7 +1789,7 @@ func file_switchyard_proto_rawDescGZIP() []byte {
 	return file_switchyard_proto_rawDescData
 }
 
-var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_switchyard_proto_goTypes = []any{
 	(*DescribeRequest)(nil),   // 0: switchyard.plugin.v1.DescribeRequest
 	(*DescribeResponse)(nil),  // 1: switchyard.plugin.v1.DescribeResponse
@@ -1374,6 +1808,15 @@ var file_switchyard_proto_goTypes = []any{
 	(*LogRequest)(nil),        // 14: switchyard.plugin.v1.LogRequest
 	(*Attr)(nil),              // 15: switchyard.plugin.v1.Attr
 	(*LogResponse)(nil),       // 16: switchyard.plugin.v1.LogResponse
+	(*GetRequest)(nil),        // 17: switchyard.plugin.v1.GetRequest
+	(*GetResponse)(nil),       // 18: switchyard.plugin.v1.GetResponse
+	(*PutRequest)(nil),        // 19: switchyard.plugin.v1.PutRequest
+	(*PutResponse)(nil),       // 20: switchyard.plugin.v1.PutResponse
+	(*DeleteRequest)(nil),     // 21: switchyard.plugin.v1.DeleteRequest
+	(*DeleteResponse)(nil),    // 22: switchyard.plugin.v1.DeleteResponse
+	(*ListRequest)(nil),       // 23: switchyard.plugin.v1.ListRequest
+	(*ListResponse)(nil),      // 24: switchyard.plugin.v1.ListResponse
+	(*Entry)(nil),             // 25: switchyard.plugin.v1.Entry
 }
 var file_switchyard_proto_depIdxs = []int32{
 	4,  // 0: switchyard.plugin.v1.ConfigureRequest.listeners:type_name -> switchyard.plugin.v1.Listener
@@ -1389,19 +1832,28 @@ var file_switchyard_proto_depIdxs = []int32{
 	7,  // 10: switchyard.plugin.v1.HTTPResponse.trailers:type_name -> switchyard.plugin.v1.Header
 	7,  // 11: switchyard.plugin.v1.Body.trailers:type_name -> switchyard.plugin.v1.Header
 	15, // 12: switchyard.plugin.v1.LogRequest.attrs:type_name -> switchyard.plugin.v1.Attr
-	0,  // 13: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
-	2,  // 14: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
-	5,  // 15: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
-	14, // 16: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
-	1,  // 17: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
-	3,  // 18: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
-	6,  // 19: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
-	16, // 20: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	25, // 13: switchyard.plugin.v1.ListResponse.entries:type_name -> switchyard.plugin.v1.Entry
+	0,  // 14: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
+	2,  // 15: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
+	5,  // 16: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
+	14, // 17: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
+	17, // 18: switchyard.plugin.v1.Host.Get:input_type -> switchyard.plugin.v1.GetRequest
+	19, // 19: switchyard.plugin.v1.Host.Put:input_type -> switchyard.plugin.v1.PutRequest
+	21, // 20: switchyard.plugin.v1.Host.Delete:input_type -> switchyard.plugin.v1.DeleteRequest
+	23, // 21: switchyard.plugin.v1.Host.List:input_type -> switchyard.plugin.v1.ListRequest
+	1,  // 22: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
+	3,  // 23: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
+	6,  // 24: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
+	16, // 25: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
+	18, // 26: switchyard.plugin.v1.Host.Get:output_type -> switchyard.plugin.v1.GetResponse
+	20, // 27: switchyard.plugin.v1.Host.Put:output_type -> switchyard.plugin.v1.PutResponse
+	22, // 28: switchyard.plugin.v1.Host.Delete:output_type -> switchyard.plugin.v1.DeleteResponse
+	24, // 29: switchyard.plugin.v1.Host.List:output_type -> switchyard.plugin.v1.ListResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_proto_init() }
@@ -1426,7 +1878,7 @@ func file_switchyard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_proto_rawDesc), len(file_switchyard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

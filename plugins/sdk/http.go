@@ -139,6 +139,7 @@ type responseWriter struct {
 	call   *call
 	header http.Header
 	isHEAD bool // the body is counted, not sent
+	cgi    bool // the body is CGI output that the kernel parses
 
 	status        int
 	wroteHeader   bool            // the status is fixed
@@ -170,6 +171,19 @@ func newResponseWriter(s *callStream, c *call, req *http.Request) *responseWrite
 }
 
 func (w *responseWriter) Header() http.Header { return w.header }
+
+// startCGI switches a response that has not begun to CGI output: what the
+// handler writes goes to the kernel as it is, header block and all, and the
+// kernel parses it. It reports false when the response has begun.
+func (w *responseWriter) startCGI() bool {
+	if w.wroteHeader || w.err != nil {
+		return false
+	}
+	w.cgi = true
+	w.isHEAD = false // the head is in the body: the kernel drops the rest
+	w.status, w.wroteHeader = http.StatusOK, true
+	return true
+}
 
 func (w *responseWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
@@ -275,6 +289,7 @@ func (w *responseWriter) Flush() {
 func (w *responseWriter) reset() {
 	w.header = make(http.Header)
 	w.status, w.wroteHeader, w.head, w.trailers, w.buf = 0, false, nil, nil, nil
+	w.cgi = false
 	w.contentLength, w.written = -1, 0
 }
 
@@ -327,14 +342,18 @@ func (w *responseWriter) sendBody(flush, last bool) error {
 	}
 	var r *proto.Reply
 	if !w.headSent {
-		r = &proto.Reply{Id: w.call.id, Frame: &proto.Reply_Http{Http: &proto.HTTPResponse{
+		head := &proto.HTTPResponse{
 			Status:   int32(w.status),
 			Headers:  w.head,
 			Body:     data,
 			End:      end,
 			Flush:    flush,
 			Trailers: trailers,
-		}}}
+		}
+		if w.cgi {
+			head.Status, head.Headers, head.Cgi = 0, nil, true
+		}
+		r = &proto.Reply{Id: w.call.id, Frame: &proto.Reply_Http{Http: head}}
 	} else {
 		r = &proto.Reply{Id: w.call.id, Frame: &proto.Reply_Body{Body: &proto.Body{
 			Data:     data,

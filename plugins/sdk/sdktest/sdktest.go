@@ -46,6 +46,7 @@ type Plugin struct {
 	t        testing.TB
 	client   *host.Client
 	listener string
+	store    host.Store
 	// Describe is what the plugin answered to Describe.
 	Describe *proto.DescribeResponse
 
@@ -67,6 +68,9 @@ type Options struct {
 	// tagged with plugin=SLOT as the kernel tags them. The default writes
 	// them to the test's log.
 	Log slog.Handler
+	// Store is the shared store the plugin's Host reaches; the default is
+	// a new in-memory Store.
+	Store host.Store
 }
 
 // New starts p in memory and configures it with settings, any value that
@@ -107,8 +111,11 @@ func Start(t testing.TB, p sdk.Plugin, settings any, o Options) (*Plugin, error)
 	}
 	log := slog.New(h)
 
+	if o.Store == nil {
+		o.Store = NewStore()
+	}
 	hostConn := serve(t, func(s *grpc.Server) {
-		proto.RegisterHostServer(s, host.NewHostService(log.With("plugin", o.Slot)))
+		proto.RegisterHostServer(s, host.NewHostService(log.With("plugin", o.Slot), o.Store))
 	})
 	pluginConn := serve(t, func(s *grpc.Server) {
 		proto.RegisterPluginServer(s, sdk.NewService(p, func(uint32) (*grpc.ClientConn, error) {
@@ -136,7 +143,7 @@ func Start(t testing.TB, p sdk.Plugin, settings any, o Options) (*Plugin, error)
 	if err := c.Open(o.Streams); err != nil {
 		return nil, err
 	}
-	pl := &Plugin{t: t, client: c, listener: o.Listener, Describe: d, calls: make(map[*responsePipe]struct{})}
+	pl := &Plugin{t: t, client: c, listener: o.Listener, store: o.Store, Describe: d, calls: make(map[*responsePipe]struct{})}
 	t.Cleanup(pl.stop)
 	return pl, nil
 }
@@ -184,6 +191,10 @@ func serve(t testing.TB, register func(*grpc.Server)) *grpc.ClientConn {
 	})
 	return conn
 }
+
+// Store is the shared store the plugin's Host reaches, with keys as the
+// plugin names them.
+func (p *Plugin) Store() host.Store { return p.store }
 
 // Client returns an http.Client whose requests go to the plugin, whatever
 // their URL's host.
