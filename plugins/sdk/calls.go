@@ -240,7 +240,8 @@ func (p *bodyPipe) push(b *proto.Body) {
 	}
 }
 
-// close drops what is queued and what still arrives.
+// close drops what is queued and what still arrives, and wakes a Read
+// that waits, as closing an os.Pipe does.
 func (p *bodyPipe) close() {
 	p.mu.Lock()
 	p.bufs = nil
@@ -249,6 +250,10 @@ func (p *bodyPipe) close() {
 		p.err = errors.New("sdk: read on closed request body")
 	}
 	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (p *bodyPipe) Read(b []byte) (int, error) {

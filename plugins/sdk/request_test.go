@@ -7,12 +7,14 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"reflect"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/testutil"
 	"github.com/switchyard-dev/switchyard/plugins/sdk"
@@ -300,5 +302,40 @@ func TestBodies(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCloseWakesBodyRead: closing a streamed request body ends a Read that
+// waits for more, as closing a pipe does, so a handler can stop reading a
+// slow upload without waiting for its deadline.
+func TestCloseWakesBodyRead(t *testing.T) {
+	p := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first := make([]byte, 4)
+		if _, err := io.ReadFull(r.Body, first); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		readErr := make(chan error, 1)
+		go func() {
+			_, err := r.Body.Read(make([]byte, 10)) // blocks: the client sends nothing more
+			readErr <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // let the Read block, usually
+		r.Body.Close()
+		select {
+		case err := <-readErr:
+			fmt.Fprintf(w, "read ended: %v", err != nil)
+		case <-time.After(10 * time.Second):
+			http.Error(w, "Read still blocked 10s after Close", 500)
+		}
+	}), sdktest.Options{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("abcd")) // then nothing, until the test ends
+	req, _ := http.NewRequest("POST", "http://x.test/", pr)
+	req.ContentLength = -1
+	res, body, err := do(t, p, req)
+	if err != nil || res.StatusCode != 200 || string(body) != "read ended: true" {
+		t.Fatalf("%v %q %v", res, body, err)
 	}
 }
