@@ -79,6 +79,9 @@ func TestImportBoundaries(t *testing.T) {
 		{"plugins/host", []string{"kernel", "listeners", "state"}},
 		{"plugins/hello", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"plugins/probe", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"plugins/inbox", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"plugins/cgi", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"internal/cgiout", []string{"kernel", "listeners", "state", "plugins"}},
 		{"kernel/config", []string{"plugins", "listeners", "state", "kernel/admin"}},
 		{"kernel/admin", []string{"plugins", "listeners", "state", "kernel/config"}},
 	}
