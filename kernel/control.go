@@ -3,14 +3,18 @@ package kernel
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchyard-dev/switchyard/kernel/admin"
+	"github.com/switchyard-dev/switchyard/state"
 )
 
 // Handle answers admin commands; it implements admin.Handler.
@@ -33,6 +37,8 @@ func (k *Kernel) Handle(ctx context.Context, cmd admin.Command) (any, error) {
 		return "shutting down", nil
 	case "log-level":
 		return k.setLevel(cmd.Args[0])
+	case "state get", "state put", "state del", "state list":
+		return k.stateCommand(ctx, cmd)
 	default:
 		return nil, fmt.Errorf("%s is not supported by this build yet", cmd.Name)
 	}
@@ -104,7 +110,7 @@ func (k *Kernel) Listeners() []ListenerInfo {
 	k.mu.Unlock()
 	out := make([]ListenerInfo, 0, len(ls))
 	for _, l := range ls {
-		st := l.srv.Stats()
+		st := l.srv.counters()
 		lc := l.cfg.Load()
 		out = append(out, ListenerInfo{
 			Name:        lc.Name,
@@ -156,4 +162,43 @@ func (k *Kernel) setLevel(s string) (any, error) {
 	}
 	k.level.Set(l)
 	return map[string]string{"log_level": strings.ToLower(l.String())}, nil
+}
+
+// stateCommand answers the state commands on full keys.
+func (k *Kernel) stateCommand(ctx context.Context, cmd admin.Command) (any, error) {
+	st := k.store
+	if st == nil {
+		return nil, errors.New("the store is not open")
+	}
+	switch cmd.Name {
+	case "state get":
+		v, err := st.Get(ctx, cmd.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		if utf8.Valid(v) {
+			return StateValue{Key: cmd.Args[0], Value: string(v)}, nil
+		}
+		return StateValue{Key: cmd.Args[0], Value: base64.StdEncoding.EncodeToString(v), Encoding: "base64"}, nil
+	case "state put":
+		if err := st.Put(ctx, cmd.Args[0], []byte(cmd.Args[1])); err != nil {
+			return nil, err
+		}
+		return state.Entry{Key: cmd.Args[0], Size: len(cmd.Args[1])}, nil
+	case "state del":
+		if err := st.Delete(ctx, cmd.Args[0]); err != nil {
+			return nil, err
+		}
+		return map[string]string{"deleted": cmd.Args[0]}, nil
+	default: // state list
+		prefix := ""
+		if len(cmd.Args) > 0 {
+			prefix = cmd.Args[0]
+		}
+		es, err := st.List(ctx, prefix)
+		if es == nil {
+			es = []state.Entry{}
+		}
+		return es, err
+	}
 }

@@ -16,8 +16,8 @@ import (
 
 	"github.com/switchyard-dev/switchyard/kernel/admin"
 	"github.com/switchyard-dev/switchyard/kernel/config"
-	httpl "github.com/switchyard-dev/switchyard/listeners/http"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
+	"github.com/switchyard-dev/switchyard/state"
 )
 
 // Options configure a Kernel. The zero value runs the embedded default
@@ -73,6 +73,7 @@ type Kernel struct {
 	// Fixed for the kernel's life once Run has prepared them.
 	stateDir  string
 	snapDir   string
+	store     state.Store // set by Run before anything uses it
 	socketDir string
 	adminPath string
 
@@ -108,7 +109,7 @@ type Kernel struct {
 type listener struct {
 	cfg   atomic.Pointer[config.Listener] // a reload may update it
 	sock  *socket
-	srv   *httpl.Server
+	srv   front
 	route *route
 	done  chan struct{} // closed when Serve has returned
 }
@@ -147,6 +148,21 @@ func New(opts Options) (*Kernel, error) {
 // LoadConfig returns the configuration Options select: the file, or the
 // embedded default with paths relative to ExecDir.
 func LoadConfig(opts Options) (*config.Config, error) {
+	cfg, err := loadConfigFile(opts)
+	if err != nil {
+		return nil, err
+	}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if err := cfg.ExpandRuntime(runtimeDir(getenv)); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func loadConfigFile(opts Options) (*config.Config, error) {
 	if opts.ConfigPath != "" {
 		return config.Load(opts.ConfigPath)
 	}
@@ -254,6 +270,12 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cleanups = append(cleanups, func() { lock.Close() })
+	store, err := state.Open(filepath.Join(k.stateDir, "store.db"), nil)
+	if err != nil {
+		return err
+	}
+	k.store = store
+	cleanups = append(cleanups, func() { store.Close() })
 	k.snapDir = filepath.Join(k.stateDir, "plugins")
 	if err := privateDir(k.snapDir); err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)
@@ -375,6 +397,9 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		k.log.Warn("admin server", "error", err)
 	}
 	_ = os.RemoveAll(k.socketDir)
+	if err := store.Close(); err != nil {
+		k.log.Error("closing the store", "error", err)
+	}
 	lock.Close()
 	k.log.Info("kernel stopped", "uptime", time.Since(k.started).Round(time.Millisecond))
 	return nil
@@ -418,19 +443,16 @@ func (k *Kernel) stopAll() {
 	wg.Wait()
 }
 
-// startListener starts the front end of lc on sock, routed to s.
+// startListener starts the front end of lc on sock, routed to s. The
+// configuration has been validated, so every protocol in it has a front end.
 func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *listener {
 	l := &listener{sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
 	l.cfg.Store(lc)
-	l.srv = httpl.New(httpl.Config{
-		Name:              lc.Name,
-		MaxBody:           lc.MaxBody,
-		MaxHeaderBytes:    lc.MaxHeaderBytes,
-		ReadHeaderTimeout: lc.ReadHeaderTimeout.D(),
-		ReadTimeout:       lc.ReadTimeout.D(),
-		IdleTimeout:       lc.IdleTimeout.D(),
-		Logger:            k.log,
-	}, l.route)
+	srv, err := newFront(lc, l.route, k.log)
+	if err != nil {
+		panic(err) // config.Parse lets through only protocols newFront knows
+	}
+	l.srv = srv
 	view := sock.view()
 	go func() {
 		defer close(l.done)

@@ -241,6 +241,7 @@ func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*pro
 		SocketDir:    s.k.socketDir,
 		StartTimeout: cfg.StartTimeout.D(),
 		Logger:       slog.New(ph),
+		Store:        slotStore{slot: s.name, st: s.k.store},
 	})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,6 +38,7 @@ func layout(t *testing.T) (dir string) {
 		"bin/switchyard":    {"switchyard", "./cmd/switchyard"},
 		"bin/plugins/hello": {"hello", "./plugins/hello"},
 		"bin/plugins/probe": {"probe", "./plugins/probe"},
+		"bin/plugins/inbox": {"inbox", "./plugins/inbox"},
 	}
 	for dst, b := range builds {
 		wg.Add(1)
@@ -450,6 +452,21 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if body := httpGet(t, "http://127.0.0.1:8081/"); !strings.HasPrefix(body, "probe v1 pid ") {
 		t.Errorf("GET :8081/ = %q", body)
+	}
+	// The SCGI gateway, in the runtime directory, by hand: a netstring of
+	// headers, then the body.
+	sock := filepath.Join(filepath.Dir(k.socket), "switchyard", "scgi.sock")
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("SCGI gateway: %v", err)
+	}
+	defer c.Close()
+	hdr := "CONTENT_LENGTH\x005\x00SCGI\x001\x00REQUEST_METHOD\x00POST\x00REQUEST_URI\x00/message\x00"
+	fmt.Fprintf(c, "%d:%s,hello", len(hdr), hdr)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answer, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(answer), "Status: 201 Created\r\n") {
+		t.Errorf("SCGI POST /message: %v %q", err, answer)
 	}
 }
 

@@ -188,6 +188,31 @@ func (l *Listener) Network() string {
 	return "tcp"
 }
 
+// RuntimeVar begins a unix: listener address that lives in the kernel's
+// runtime directory ($XDG_RUNTIME_DIR/switchyard, or /tmp/switchyard-UID):
+// "unix:$RUNTIME/scgi.sock".
+const RuntimeVar = "$RUNTIME"
+
+// ExpandRuntime puts the unix: listener addresses that begin with RuntimeVar
+// in dir. The kernel calls it once it knows its runtime directory.
+func (c *Config) ExpandRuntime(dir string) error {
+	var errs []error
+	for _, l := range c.Listeners {
+		rest, ok := strings.CutPrefix(l.Address, unixPrefix+RuntimeVar+"/")
+		if !ok {
+			continue
+		}
+		path := filepath.Join(dir, rest)
+		if len(path) > maxUnixPath {
+			errs = append(errs, fmt.Errorf("%s: listener %q: address %q: path is %d bytes, longer than a UNIX socket allows (%d)",
+				c.Source, l.Name, unixPrefix+path, len(path), maxUnixPath))
+			continue
+		}
+		l.Address = unixPrefix + path
+	}
+	return errors.Join(errs...)
+}
+
 // SocketAddress returns the path after "unix:", or host:port.
 func (l *Listener) SocketAddress() string {
 	return strings.TrimPrefix(l.Address, unixPrefix)

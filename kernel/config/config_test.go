@@ -361,10 +361,12 @@ var cases = []parseCase{
 		doc:  strings.Replace(hello, `"http"`, `"dns"`, 1),
 		want: []string{`config.toml:6:1: listener "web": protocol "dns" is not supported by this build yet`}, lines: 1,
 	},
+	{name: "scgi", doc: strings.Replace(hello, `"http"`, `"scgi"`, 1) + "timeout = \"5s\"\nmax_body = 1024\nmax_header_bytes = 4096\n"},
+	{name: "scgi in the runtime dir", doc: strings.Replace(strings.Replace(hello, `"http"`, `"scgi"`, 1), `"127.0.0.1:8080"`, `"unix:$RUNTIME/scgi.sock"`, 1)},
 	{
-		name: "scgi not supported yet",
-		doc:  strings.Replace(hello, `"http"`, `"scgi"`, 1),
-		want: []string{`listener "web": protocol "scgi" is not supported by this build yet`}, lines: 1,
+		name: "http timeouts on scgi",
+		doc:  strings.Replace(hello, `"http"`, `"scgi"`, 1) + "idle_timeout = \"5s\"\n",
+		want: []string{`config.toml:9:1: listener "web": idle_timeout applies only to http listeners, not scgi`}, lines: 1,
 	},
 	{
 		name: "line not supported yet",
@@ -863,18 +865,19 @@ func TestDefault(t *testing.T) {
 	if c.Source != DefaultSource || c.Admin.Socket != "" || c.State.Dir != "" || c.Timers != nil {
 		t.Errorf("source %q, admin %+v, state %+v, timers %v", c.Source, c.Admin, c.State, c.Timers)
 	}
-	for _, name := range []string{"hello", "probe"} {
+	for _, name := range []string{"hello", "probe", "inbox"} {
 		p := c.Plugins[name]
 		if p == nil || p.Path != "/opt/switchyard/bin/plugins/"+name {
 			t.Errorf("plugin %s = %+v", name, p)
 		}
 	}
-	if len(c.Plugins) != 2 || len(c.Listeners) != 2 {
+	if len(c.Plugins) != 3 || len(c.Listeners) != 3 {
 		t.Fatalf("plugins %v, listeners %v", c.Plugins, c.Listeners)
 	}
 	for i, want := range []Listener{
 		{Name: "hello", Protocol: "http", Address: "127.0.0.1:8080", Plugin: "hello"},
 		{Name: "probe", Protocol: "http", Address: "127.0.0.1:8081", Plugin: "probe"},
+		{Name: "gateway", Protocol: "scgi", Address: "unix:$RUNTIME/scgi.sock", Plugin: "inbox"},
 	} {
 		l := c.Listeners[i]
 		if l.Name != want.Name || l.Protocol != want.Protocol || l.Address != want.Address || l.Plugin != want.Plugin {
@@ -1011,5 +1014,24 @@ func TestDuration(t *testing.T) {
 	var d Duration
 	if err := d.UnmarshalText([]byte("10")); err == nil {
 		t.Error(`UnmarshalText("10") succeeded`)
+	}
+}
+
+func TestExpandRuntime(t *testing.T) {
+	doc := strings.Replace(strings.Replace(hello, `"http"`, `"scgi"`, 1), `"127.0.0.1:8080"`, `"unix:$RUNTIME/gw/scgi.sock"`, 1)
+	c, err := Parse([]byte(doc), "config.toml", "/etc/sy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ExpandRuntime("/run/user/7/switchyard"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Listeners[0].Address; got != "unix:/run/user/7/switchyard/gw/scgi.sock" {
+		t.Errorf("address %q", got)
+	}
+	c, _ = Parse([]byte(doc), "config.toml", "/etc/sy")
+	err = c.ExpandRuntime("/" + strings.Repeat("d", 100))
+	if err == nil || !strings.Contains(err.Error(), "longer than a UNIX socket allows") {
+		t.Errorf("long runtime dir: %v", err)
 	}
 }

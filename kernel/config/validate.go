@@ -21,7 +21,7 @@ var knownProtocols = []string{"http", "scgi", "dns", "line"}
 // supportedProtocols are the protocols this build serves: a listener with
 // another known protocol is rejected as not supported yet. Add a protocol
 // here when its front end lands.
-var supportedProtocols = []string{"http"}
+var supportedProtocols = []string{"http", "scgi"}
 
 // timersSupported reports whether this build runs [[timers]]; until it does,
 // any timer is rejected (after its fields are checked like any other).
@@ -33,9 +33,9 @@ const timersSupported = false
 var protocolKeys = map[string][]string{
 	"max_body":            {"http", "scgi"},
 	"max_header_bytes":    {"http", "scgi"},
-	"read_header_timeout": {"http", "scgi"},
-	"read_timeout":        {"http", "scgi"},
-	"idle_timeout":        {"http", "scgi"},
+	"read_header_timeout": {"http"},
+	"read_timeout":        {"http"},
+	"idle_timeout":        {"http"},
 	"timeout":             {"scgi"},
 	"max_line":            {"line"},
 	"telnet":              {"line"},
@@ -287,11 +287,14 @@ func (k *checker) address(at keyPath, what string, l *Listener, used map[string]
 		case strings.IndexByte(rest, 0) >= 0:
 			k.errorf(aat, "%s: address contains a NUL byte", what)
 			return
+		case strings.HasPrefix(rest, RuntimeVar+"/"):
+			// The kernel puts the path in its runtime directory, and
+			// ExpandRuntime checks its length then.
 		case !filepath.IsAbs(rest):
 			rest = filepath.Join(k.c.Dir, rest)
 			l.Address = unixPrefix + rest
 		}
-		if len(rest) > maxUnixPath {
+		if len(rest) > maxUnixPath && !strings.HasPrefix(rest, RuntimeVar+"/") {
 			k.errorf(aat, "%s: address %q: path is %d bytes, longer than a UNIX socket allows (%d)", what, l.Address, len(rest), maxUnixPath)
 		}
 		key = unixPrefix + filepath.Clean(rest)

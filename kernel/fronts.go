@@ -1,0 +1,69 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/switchyard-dev/switchyard/kernel/config"
+	httpl "github.com/switchyard-dev/switchyard/listeners/http"
+	"github.com/switchyard-dev/switchyard/listeners/scgi"
+)
+
+// front is a protocol front end serving one listener's socket; the
+// packages under listeners provide them.
+type front interface {
+	// Serve serves connections from ln until Shutdown, then returns nil.
+	Serve(ln net.Listener) error
+	// Shutdown stops accepting and lets work in flight finish within ctx.
+	Shutdown(ctx context.Context) error
+	counters() frontStats
+}
+
+// frontStats are a front end's counters, as `ctl listeners` shows them.
+type frontStats struct {
+	Connections int64 // open now
+	Accepted    int64
+	Requests    int64
+	Errors      int64
+}
+
+// newFront returns the front end for lc's protocol, dispatching to rt.
+func newFront(lc *config.Listener, rt *route, log *slog.Logger) (front, error) {
+	switch lc.Protocol {
+	case "http":
+		return httpFront{httpl.New(httpl.Config{
+			Name:              lc.Name,
+			MaxBody:           lc.MaxBody,
+			MaxHeaderBytes:    lc.MaxHeaderBytes,
+			ReadHeaderTimeout: lc.ReadHeaderTimeout.D(),
+			ReadTimeout:       lc.ReadTimeout.D(),
+			IdleTimeout:       lc.IdleTimeout.D(),
+			Logger:            log,
+		}, rt)}, nil
+	case "scgi":
+		return scgiFront{scgi.New(scgi.Config{
+			Name:           lc.Name,
+			MaxHeaderBytes: lc.MaxHeaderBytes,
+			MaxBody:        lc.MaxBody,
+			Timeout:        lc.Timeout.D(),
+			Logger:         log,
+		}, rt)}, nil
+	}
+	return nil, fmt.Errorf("listener %q: protocol %q has no front end in this build", lc.Name, lc.Protocol)
+}
+
+type httpFront struct{ *httpl.Server }
+
+func (f httpFront) counters() frontStats {
+	s := f.Stats()
+	return frontStats{Connections: s.Connections, Accepted: s.Accepted, Requests: s.Requests, Errors: s.Errors}
+}
+
+type scgiFront struct{ *scgi.Server }
+
+func (f scgiFront) counters() frontStats {
+	s := f.Stats()
+	return frontStats{Connections: s.Connections, Accepted: s.Accepted, Requests: s.Requests, Errors: s.Errors}
+}
