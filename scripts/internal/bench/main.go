@@ -1,7 +1,8 @@
 // Command bench measures switchyard beside its baselines in one run: HTTP
-// through a plugin against the same handler served in-process by net/http,
-// and the latency of a hot swap. scripts/bench builds everything and runs
-// it.
+// through a plugin against the same handler served in-process by net/http;
+// SCGI from a real nginx through the kernel to the plugin against nginx to an
+// in-process Go SCGI responder; and the latency of a hot swap. scripts/bench
+// builds everything and runs it.
 package main
 
 import (
@@ -43,7 +44,11 @@ type Results struct {
 	Machine string      `json:"machine"`
 	HTTP    []WrkResult `json:"http"`
 	Ratio   float64     `json:"http_ratio"` // plugin req/s over in-process req/s
-	Swap    SwapResult  `json:"swap"`
+	SCGI    []WrkResult `json:"scgi,omitempty"`
+	// SCGIRatio is nginx → kernel → plugin req/s over nginx → in-process
+	// responder req/s.
+	SCGIRatio float64    `json:"scgi_ratio,omitempty"`
+	Swap      SwapResult `json:"swap"`
 }
 
 // WrkResult is one wrk run.
@@ -115,7 +120,13 @@ name = "hello"
 protocol = "http"
 address = "127.0.0.1:%d"
 plugin = "hello"
-`, kport)
+
+[[listeners]]
+name = "hello-scgi"
+protocol = "scgi"
+address = "unix:%s"
+plugin = "hello"
+`, kport, filepath.Join(tmp, "k.sock"))
 	if err := os.WriteFile(filepath.Join(tmp, "bench.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -129,7 +140,10 @@ plugin = "hello"
 	if err := kernel.Start(); err != nil {
 		return err
 	}
-	defer kernel.Wait()
+	defer func() {
+		cancel() // interrupts the kernel
+		_ = kernel.Wait()
+	}()
 	// The baseline: the same plugin binary serving its handler in-process
 	// with net/http, no kernel in between.
 	base := exec.CommandContext(ctx, hello)
@@ -138,7 +152,10 @@ plugin = "hello"
 	if err := base.Start(); err != nil {
 		return err
 	}
-	defer base.Wait()
+	defer func() {
+		cancel()
+		_ = base.Wait()
+	}()
 
 	kurl := fmt.Sprintf("http://127.0.0.1:%d/", kport)
 	burl := fmt.Sprintf("http://127.0.0.1:%d/", bport)
@@ -166,6 +183,11 @@ plugin = "hello"
 	}
 	res.HTTP = []WrkResult{k, b}
 	res.Ratio = k.RequestsSec / b.RequestsSec
+
+	if res.SCGI, err = benchSCGI(ctx, tmp, duration, conns, threads); err != nil {
+		return err
+	}
+	res.SCGIRatio = res.SCGI[0].RequestsSec / res.SCGI[1].RequestsSec
 
 	versions := []string{"bench-b", "bench-a"}
 	for i := range swaps {
@@ -214,8 +236,12 @@ func report(w io.Writer, r Results, d time.Duration, conns int) {
 	for _, h := range r.HTTP {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%.2fms\t%d\t%d\n", h.Name, h.RequestsSec, h.P50ms, h.P99ms, h.Requests, h.Errors)
 	}
+	for _, h := range r.SCGI {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%.2fms\t%d\t%d\n", h.Name, h.RequestsSec, h.P50ms, h.P99ms, h.Requests, h.Errors)
+	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nratio plugin/in-process: %.2f\n", r.Ratio)
+	fmt.Fprintf(w, "\nratio HTTP plugin/in-process: %.2f\n", r.Ratio)
+	fmt.Fprintf(w, "ratio SCGI nginx→kernel→plugin / nginx→in-process responder: %.2f\n", r.SCGIRatio)
 	fmt.Fprintf(w, "swap (rename to new version answering), %d swaps: median %.0fms, max %.0fms\n",
 		r.Swap.Count, r.Swap.MedianMS, r.Swap.MaxMS)
 }
