@@ -106,3 +106,64 @@ func TestSocketTable(t *testing.T) {
 		}
 	})
 }
+
+// TestUnixSocketReclaim: a UNIX socket path a dead kernel left behind is
+// reclaimed; one a live process accepts on, or a file that is not a socket,
+// is refused and left alone.
+func TestUnixSocketReclaim(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	table := newSocketTable()
+
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // as a killed kernel leaves it: the file stays, nobody accepts
+	s, err := table.acquire("unix", stale)
+	if err != nil {
+		t.Fatalf("stale socket not reclaimed: %v", err)
+	}
+	c, err := net.Dial("unix", stale)
+	if err != nil {
+		t.Fatalf("dial the reclaimed socket: %v", err)
+	}
+	c.Close()
+	table.release(s)
+
+	live := filepath.Join(dir, "live.sock")
+	other, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := table.acquire("unix", live); err == nil || !strings.Contains(err.Error(), "a live process is listening on it") {
+		t.Fatalf("acquire of a live socket: %v", err)
+	}
+	if c, err := net.Dial("unix", live); err != nil {
+		t.Fatalf("the live socket was disturbed: %v", err)
+	} else {
+		c.Close()
+	}
+
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := table.acquire("unix", file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("acquire over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "keep me" {
+		t.Fatal("the regular file was touched")
+	}
+}

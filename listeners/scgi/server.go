@@ -337,18 +337,18 @@ func (s *Server) dispatch(w *responseWriter, r *http.Request) {
 
 // body is the request body: exactly left more bytes of the connection.
 type body struct {
-	mu     sync.Mutex
+	mu     sync.Mutex // serialises Reads
 	r      *bufio.Reader
-	left   int64
-	err    error  // sticky
-	atEOF  func() // called once the whole body has been read
-	closed bool
+	left   int64       // guarded by mu
+	err    error       // sticky; guarded by mu
+	atEOF  func()      // called once the whole body has been read; guarded by mu
+	closed atomic.Bool // Close never waits for a Read that blocks
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	if b.err != nil {
@@ -384,9 +384,7 @@ func (b *body) finish() {
 }
 
 func (b *body) Close() error {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
+	b.closed.Store(true)
 	return nil
 }
 
