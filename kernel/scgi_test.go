@@ -493,3 +493,27 @@ func TestSCGIShutdownInFlight(t *testing.T) {
 		t.Fatal("the kernel did not stop after the reply")
 	}
 }
+
+// TestCGIOutputOverHTTP: the CGI rules apply on an HTTP listener as on an
+// SCGI one.
+func TestCGIOutputOverHTTP(t *testing.T) {
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": probeBin(t, "v1")})
+	base := tk.url("web")
+	for _, c := range []struct {
+		path, location string
+		code           int
+	}{
+		{"/status/303?location=/other", "/other", 303},
+		{"/redirect?to=http://example.test/z", "http://example.test/z", 302},
+		{"/status/418", "", 418},
+		{"/badcgi", "", 502},
+	} {
+		res, b := do(t, noRedirects, "GET", base+c.path, nil)
+		if res.StatusCode != c.code || res.Header.Get("Location") != c.location {
+			t.Errorf("%s: %d Location %q, want %d %q", c.path, res.StatusCode, res.Header.Get("Location"), c.code, c.location)
+		}
+		if c.code == 502 && bytes.Contains(b, []byte("must not be seen")) {
+			t.Errorf("%s: the malformed output's body reached the client: %q", c.path, b)
+		}
+	}
+}
