@@ -76,7 +76,7 @@ type DescribeResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Protocols served: "http", and later "dns", "line", "timer".
+	// Protocols served: "http", "dns", and later "line", "timer".
 	Protocols []string `protobuf:"bytes,3,rep,name=protocols,proto3" json:"protocols,omitempty"`
 	// The version of the switchyard SDK protocol the plugin speaks (1).
 	SdkProtocol   uint32 `protobuf:"varint,4,opt,name=sdk_protocol,json=sdkProtocol,proto3" json:"sdk_protocol,omitempty"`
@@ -347,6 +347,7 @@ type Call struct {
 	//	*Call_Body
 	//	*Call_Credit
 	//	*Call_Cancel
+	//	*Call_Dns
 	Frame         isCall_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -439,6 +440,15 @@ func (x *Call) GetCancel() *Cancel {
 	return nil
 }
 
+func (x *Call) GetDns() *DNSQuery {
+	if x != nil {
+		if x, ok := x.Frame.(*Call_Dns); ok {
+			return x.Dns
+		}
+	}
+	return nil
+}
+
 type isCall_Frame interface {
 	isCall_Frame()
 }
@@ -456,7 +466,11 @@ type Call_Credit struct {
 }
 
 type Call_Cancel struct {
-	Cancel *Cancel `protobuf:"bytes,6,opt,name=cancel,proto3,oneof"` // Reserved for later protocols: dns = 7, line = 8, tick = 9.
+	Cancel *Cancel `protobuf:"bytes,6,opt,name=cancel,proto3,oneof"`
+}
+
+type Call_Dns struct {
+	Dns *DNSQuery `protobuf:"bytes,7,opt,name=dns,proto3,oneof"` // Reserved for later protocols: line = 8, tick = 9.
 }
 
 func (*Call_Http) isCall_Frame() {}
@@ -466,6 +480,8 @@ func (*Call_Body) isCall_Frame() {}
 func (*Call_Credit) isCall_Frame() {}
 
 func (*Call_Cancel) isCall_Frame() {}
+
+func (*Call_Dns) isCall_Frame() {}
 
 // Reply is one frame from the plugin to the kernel. A call ends with a frame
 // whose end flag is set, or with a Failure.
@@ -477,6 +493,7 @@ type Reply struct {
 	//	*Reply_Http
 	//	*Reply_Body
 	//	*Reply_Failure
+	//	*Reply_Dns
 	Frame         isReply_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -553,6 +570,15 @@ func (x *Reply) GetFailure() *Failure {
 	return nil
 }
 
+func (x *Reply) GetDns() *DNSReply {
+	if x != nil {
+		if x, ok := x.Frame.(*Reply_Dns); ok {
+			return x.Dns
+		}
+	}
+	return nil
+}
+
 type isReply_Frame interface {
 	isReply_Frame()
 }
@@ -566,7 +592,11 @@ type Reply_Body struct {
 }
 
 type Reply_Failure struct {
-	Failure *Failure `protobuf:"bytes,4,opt,name=failure,proto3,oneof"` // Reserved for later protocols: dns = 5, line = 6, tick = 7.
+	Failure *Failure `protobuf:"bytes,4,opt,name=failure,proto3,oneof"`
+}
+
+type Reply_Dns struct {
+	Dns *DNSReply `protobuf:"bytes,5,opt,name=dns,proto3,oneof"` // Reserved for later protocols: line = 6, tick = 7.
 }
 
 func (*Reply_Http) isReply_Frame() {}
@@ -574,6 +604,8 @@ func (*Reply_Http) isReply_Frame() {}
 func (*Reply_Body) isReply_Frame() {}
 
 func (*Reply_Failure) isReply_Frame() {}
+
+func (*Reply_Dns) isReply_Frame() {}
 
 // Header is one header field with all its values, in order.
 type Header struct {
@@ -782,6 +814,131 @@ func (x *HTTPRequest) GetCredit() uint32 {
 	return 0
 }
 
+// DNSQuery is one DNS query, in wire format, as the kernel received it. The
+// plugin answers with one DNSReply.
+type DNSQuery struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Msg        []byte                 `protobuf:"bytes,1,opt,name=msg,proto3" json:"msg,omitempty"`
+	RemoteAddr string                 `protobuf:"bytes,2,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// "udp" or "tcp".
+	Transport     string `protobuf:"bytes,3,opt,name=transport,proto3" json:"transport,omitempty"`
+	Listener      string `protobuf:"bytes,4,opt,name=listener,proto3" json:"listener,omitempty"`
+	LocalAddr     string `protobuf:"bytes,5,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSQuery) Reset() {
+	*x = DNSQuery{}
+	mi := &file_switchyard_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSQuery) ProtoMessage() {}
+
+func (x *DNSQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSQuery.ProtoReflect.Descriptor instead.
+func (*DNSQuery) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DNSQuery) GetMsg() []byte {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *DNSQuery) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *DNSQuery) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *DNSQuery) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+func (x *DNSQuery) GetLocalAddr() string {
+	if x != nil {
+		return x.LocalAddr
+	}
+	return ""
+}
+
+// DNSReply ends a DNS call with the answer in wire format. An empty msg
+// means the handler wrote no answer; the kernel answers SERVFAIL.
+type DNSReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Msg           []byte                 `protobuf:"bytes,1,opt,name=msg,proto3" json:"msg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSReply) Reset() {
+	*x = DNSReply{}
+	mi := &file_switchyard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSReply) ProtoMessage() {}
+
+func (x *DNSReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSReply.ProtoReflect.Descriptor instead.
+func (*DNSReply) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DNSReply) GetMsg() []byte {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
 type HTTPResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Status  int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -804,7 +961,7 @@ type HTTPResponse struct {
 
 func (x *HTTPResponse) Reset() {
 	*x = HTTPResponse{}
-	mi := &file_switchyard_proto_msgTypes[9]
+	mi := &file_switchyard_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +973,7 @@ func (x *HTTPResponse) String() string {
 func (*HTTPResponse) ProtoMessage() {}
 
 func (x *HTTPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[9]
+	mi := &file_switchyard_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +986,7 @@ func (x *HTTPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPResponse.ProtoReflect.Descriptor instead.
 func (*HTTPResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{9}
+	return file_switchyard_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HTTPResponse) GetStatus() int32 {
@@ -900,7 +1057,7 @@ type Body struct {
 
 func (x *Body) Reset() {
 	*x = Body{}
-	mi := &file_switchyard_proto_msgTypes[10]
+	mi := &file_switchyard_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1069,7 @@ func (x *Body) String() string {
 func (*Body) ProtoMessage() {}
 
 func (x *Body) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[10]
+	mi := &file_switchyard_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1082,7 @@ func (x *Body) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Body.ProtoReflect.Descriptor instead.
 func (*Body) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{10}
+	return file_switchyard_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Body) GetData() []byte {
@@ -973,7 +1130,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_switchyard_proto_msgTypes[11]
+	mi := &file_switchyard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1142,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[11]
+	mi := &file_switchyard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1155,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Credit) GetBytes() uint32 {
@@ -1019,7 +1176,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_switchyard_proto_msgTypes[12]
+	mi := &file_switchyard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1188,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[12]
+	mi := &file_switchyard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1201,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cancel) GetReason() string {
@@ -1066,7 +1223,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_switchyard_proto_msgTypes[13]
+	mi := &file_switchyard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1235,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[13]
+	mi := &file_switchyard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1248,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Failure) GetMessage() string {
@@ -1114,7 +1271,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_switchyard_proto_msgTypes[14]
+	mi := &file_switchyard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1283,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[14]
+	mi := &file_switchyard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1296,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogRequest) GetLevel() int32 {
@@ -1180,7 +1337,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_switchyard_proto_msgTypes[15]
+	mi := &file_switchyard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1349,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[15]
+	mi := &file_switchyard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1362,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Attr) GetKey() string {
@@ -1230,7 +1387,7 @@ type LogResponse struct {
 
 func (x *LogResponse) Reset() {
 	*x = LogResponse{}
-	mi := &file_switchyard_proto_msgTypes[16]
+	mi := &file_switchyard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1399,7 @@ func (x *LogResponse) String() string {
 func (*LogResponse) ProtoMessage() {}
 
 func (x *LogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[16]
+	mi := &file_switchyard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1412,7 @@ func (x *LogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogResponse.ProtoReflect.Descriptor instead.
 func (*LogResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_proto_rawDescGZIP(), []int{18}
 }
 
 type GetRequest struct {
@@ -1267,7 +1424,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_switchyard_proto_msgTypes[17]
+	mi := &file_switchyard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1436,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[17]
+	mi := &file_switchyard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1449,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -1311,7 +1468,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_switchyard_proto_msgTypes[18]
+	mi := &file_switchyard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1480,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[18]
+	mi := &file_switchyard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1493,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetResponse) GetValue() []byte {
@@ -1356,7 +1513,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_switchyard_proto_msgTypes[19]
+	mi := &file_switchyard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1525,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[19]
+	mi := &file_switchyard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1538,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PutRequest) GetKey() string {
@@ -1406,7 +1563,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_switchyard_proto_msgTypes[20]
+	mi := &file_switchyard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1575,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[20]
+	mi := &file_switchyard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1588,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_proto_rawDescGZIP(), []int{22}
 }
 
 type DeleteRequest struct {
@@ -1443,7 +1600,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_switchyard_proto_msgTypes[21]
+	mi := &file_switchyard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1612,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[21]
+	mi := &file_switchyard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1625,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -1486,7 +1643,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_switchyard_proto_msgTypes[22]
+	mi := &file_switchyard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1655,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[22]
+	mi := &file_switchyard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1668,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_proto_rawDescGZIP(), []int{24}
 }
 
 type ListRequest struct {
@@ -1523,7 +1680,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_switchyard_proto_msgTypes[23]
+	mi := &file_switchyard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1692,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[23]
+	mi := &file_switchyard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1705,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -1567,7 +1724,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_switchyard_proto_msgTypes[24]
+	mi := &file_switchyard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1736,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[24]
+	mi := &file_switchyard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1749,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListResponse) GetEntries() []*Entry {
@@ -1613,7 +1770,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_switchyard_proto_msgTypes[25]
+	mi := &file_switchyard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1782,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[25]
+	mi := &file_switchyard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1795,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Entry) GetKey() string {
@@ -1679,7 +1836,7 @@ const file_switchyard_proto_rawDesc = "" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress\"\x99\x02\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"\xcd\x02\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
 	"\n" +
@@ -1687,13 +1844,15 @@ const file_switchyard_proto_rawDesc = "" +
 	"\x04http\x18\x03 \x01(\v2!.switchyard.plugin.v1.HTTPRequestH\x00R\x04http\x120\n" +
 	"\x04body\x18\x04 \x01(\v2\x1a.switchyard.plugin.v1.BodyH\x00R\x04body\x126\n" +
 	"\x06credit\x18\x05 \x01(\v2\x1c.switchyard.plugin.v1.CreditH\x00R\x06credit\x126\n" +
-	"\x06cancel\x18\x06 \x01(\v2\x1c.switchyard.plugin.v1.CancelH\x00R\x06cancelB\a\n" +
-	"\x05frame\"\xc7\x01\n" +
+	"\x06cancel\x18\x06 \x01(\v2\x1c.switchyard.plugin.v1.CancelH\x00R\x06cancel\x122\n" +
+	"\x03dns\x18\a \x01(\v2\x1e.switchyard.plugin.v1.DNSQueryH\x00R\x03dnsB\a\n" +
+	"\x05frame\"\xfb\x01\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x128\n" +
 	"\x04http\x18\x02 \x01(\v2\".switchyard.plugin.v1.HTTPResponseH\x00R\x04http\x120\n" +
 	"\x04body\x18\x03 \x01(\v2\x1a.switchyard.plugin.v1.BodyH\x00R\x04body\x129\n" +
-	"\afailure\x18\x04 \x01(\v2\x1d.switchyard.plugin.v1.FailureH\x00R\afailureB\a\n" +
+	"\afailure\x18\x04 \x01(\v2\x1d.switchyard.plugin.v1.FailureH\x00R\afailure\x122\n" +
+	"\x03dns\x18\x05 \x01(\v2\x1e.switchyard.plugin.v1.DNSReplyH\x00R\x03dnsB\a\n" +
 	"\x05frame\"4\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -1715,7 +1874,17 @@ const file_switchyard_proto_rawDesc = "" +
 	"\x03tls\x18\v \x01(\bR\x03tls\x12\x12\n" +
 	"\x04body\x18\f \x01(\fR\x04body\x12\x19\n" +
 	"\bbody_end\x18\r \x01(\bR\abodyEnd\x12\x16\n" +
-	"\x06credit\x18\x0e \x01(\rR\x06credit\"\xe6\x01\n" +
+	"\x06credit\x18\x0e \x01(\rR\x06credit\"\x96\x01\n" +
+	"\bDNSQuery\x12\x10\n" +
+	"\x03msg\x18\x01 \x01(\fR\x03msg\x12\x1f\n" +
+	"\vremote_addr\x18\x02 \x01(\tR\n" +
+	"remoteAddr\x12\x1c\n" +
+	"\ttransport\x18\x03 \x01(\tR\ttransport\x12\x1a\n" +
+	"\blistener\x18\x04 \x01(\tR\blistener\x12\x1d\n" +
+	"\n" +
+	"local_addr\x18\x05 \x01(\tR\tlocalAddr\"\x1c\n" +
+	"\bDNSReply\x12\x10\n" +
+	"\x03msg\x18\x01 \x01(\fR\x03msg\"\xe6\x01\n" +
 	"\fHTTPResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x126\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1c.switchyard.plugin.v1.HeaderR\aheaders\x12\x12\n" +
@@ -1789,7 +1958,7 @@ func file_switchyard_proto_rawDescGZIP() []byte {
 	return file_switchyard_proto_rawDescData
 }
 
-var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_switchyard_proto_goTypes = []any{
 	(*DescribeRequest)(nil),   // 0: switchyard.plugin.v1.DescribeRequest
 	(*DescribeResponse)(nil),  // 1: switchyard.plugin.v1.DescribeResponse
@@ -1800,60 +1969,64 @@ var file_switchyard_proto_goTypes = []any{
 	(*Reply)(nil),             // 6: switchyard.plugin.v1.Reply
 	(*Header)(nil),            // 7: switchyard.plugin.v1.Header
 	(*HTTPRequest)(nil),       // 8: switchyard.plugin.v1.HTTPRequest
-	(*HTTPResponse)(nil),      // 9: switchyard.plugin.v1.HTTPResponse
-	(*Body)(nil),              // 10: switchyard.plugin.v1.Body
-	(*Credit)(nil),            // 11: switchyard.plugin.v1.Credit
-	(*Cancel)(nil),            // 12: switchyard.plugin.v1.Cancel
-	(*Failure)(nil),           // 13: switchyard.plugin.v1.Failure
-	(*LogRequest)(nil),        // 14: switchyard.plugin.v1.LogRequest
-	(*Attr)(nil),              // 15: switchyard.plugin.v1.Attr
-	(*LogResponse)(nil),       // 16: switchyard.plugin.v1.LogResponse
-	(*GetRequest)(nil),        // 17: switchyard.plugin.v1.GetRequest
-	(*GetResponse)(nil),       // 18: switchyard.plugin.v1.GetResponse
-	(*PutRequest)(nil),        // 19: switchyard.plugin.v1.PutRequest
-	(*PutResponse)(nil),       // 20: switchyard.plugin.v1.PutResponse
-	(*DeleteRequest)(nil),     // 21: switchyard.plugin.v1.DeleteRequest
-	(*DeleteResponse)(nil),    // 22: switchyard.plugin.v1.DeleteResponse
-	(*ListRequest)(nil),       // 23: switchyard.plugin.v1.ListRequest
-	(*ListResponse)(nil),      // 24: switchyard.plugin.v1.ListResponse
-	(*Entry)(nil),             // 25: switchyard.plugin.v1.Entry
+	(*DNSQuery)(nil),          // 9: switchyard.plugin.v1.DNSQuery
+	(*DNSReply)(nil),          // 10: switchyard.plugin.v1.DNSReply
+	(*HTTPResponse)(nil),      // 11: switchyard.plugin.v1.HTTPResponse
+	(*Body)(nil),              // 12: switchyard.plugin.v1.Body
+	(*Credit)(nil),            // 13: switchyard.plugin.v1.Credit
+	(*Cancel)(nil),            // 14: switchyard.plugin.v1.Cancel
+	(*Failure)(nil),           // 15: switchyard.plugin.v1.Failure
+	(*LogRequest)(nil),        // 16: switchyard.plugin.v1.LogRequest
+	(*Attr)(nil),              // 17: switchyard.plugin.v1.Attr
+	(*LogResponse)(nil),       // 18: switchyard.plugin.v1.LogResponse
+	(*GetRequest)(nil),        // 19: switchyard.plugin.v1.GetRequest
+	(*GetResponse)(nil),       // 20: switchyard.plugin.v1.GetResponse
+	(*PutRequest)(nil),        // 21: switchyard.plugin.v1.PutRequest
+	(*PutResponse)(nil),       // 22: switchyard.plugin.v1.PutResponse
+	(*DeleteRequest)(nil),     // 23: switchyard.plugin.v1.DeleteRequest
+	(*DeleteResponse)(nil),    // 24: switchyard.plugin.v1.DeleteResponse
+	(*ListRequest)(nil),       // 25: switchyard.plugin.v1.ListRequest
+	(*ListResponse)(nil),      // 26: switchyard.plugin.v1.ListResponse
+	(*Entry)(nil),             // 27: switchyard.plugin.v1.Entry
 }
 var file_switchyard_proto_depIdxs = []int32{
 	4,  // 0: switchyard.plugin.v1.ConfigureRequest.listeners:type_name -> switchyard.plugin.v1.Listener
 	8,  // 1: switchyard.plugin.v1.Call.http:type_name -> switchyard.plugin.v1.HTTPRequest
-	10, // 2: switchyard.plugin.v1.Call.body:type_name -> switchyard.plugin.v1.Body
-	11, // 3: switchyard.plugin.v1.Call.credit:type_name -> switchyard.plugin.v1.Credit
-	12, // 4: switchyard.plugin.v1.Call.cancel:type_name -> switchyard.plugin.v1.Cancel
-	9,  // 5: switchyard.plugin.v1.Reply.http:type_name -> switchyard.plugin.v1.HTTPResponse
-	10, // 6: switchyard.plugin.v1.Reply.body:type_name -> switchyard.plugin.v1.Body
-	13, // 7: switchyard.plugin.v1.Reply.failure:type_name -> switchyard.plugin.v1.Failure
-	7,  // 8: switchyard.plugin.v1.HTTPRequest.headers:type_name -> switchyard.plugin.v1.Header
-	7,  // 9: switchyard.plugin.v1.HTTPResponse.headers:type_name -> switchyard.plugin.v1.Header
-	7,  // 10: switchyard.plugin.v1.HTTPResponse.trailers:type_name -> switchyard.plugin.v1.Header
-	7,  // 11: switchyard.plugin.v1.Body.trailers:type_name -> switchyard.plugin.v1.Header
-	15, // 12: switchyard.plugin.v1.LogRequest.attrs:type_name -> switchyard.plugin.v1.Attr
-	25, // 13: switchyard.plugin.v1.ListResponse.entries:type_name -> switchyard.plugin.v1.Entry
-	0,  // 14: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
-	2,  // 15: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
-	5,  // 16: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
-	14, // 17: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
-	17, // 18: switchyard.plugin.v1.Host.Get:input_type -> switchyard.plugin.v1.GetRequest
-	19, // 19: switchyard.plugin.v1.Host.Put:input_type -> switchyard.plugin.v1.PutRequest
-	21, // 20: switchyard.plugin.v1.Host.Delete:input_type -> switchyard.plugin.v1.DeleteRequest
-	23, // 21: switchyard.plugin.v1.Host.List:input_type -> switchyard.plugin.v1.ListRequest
-	1,  // 22: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
-	3,  // 23: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
-	6,  // 24: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
-	16, // 25: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
-	18, // 26: switchyard.plugin.v1.Host.Get:output_type -> switchyard.plugin.v1.GetResponse
-	20, // 27: switchyard.plugin.v1.Host.Put:output_type -> switchyard.plugin.v1.PutResponse
-	22, // 28: switchyard.plugin.v1.Host.Delete:output_type -> switchyard.plugin.v1.DeleteResponse
-	24, // 29: switchyard.plugin.v1.Host.List:output_type -> switchyard.plugin.v1.ListResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 2: switchyard.plugin.v1.Call.body:type_name -> switchyard.plugin.v1.Body
+	13, // 3: switchyard.plugin.v1.Call.credit:type_name -> switchyard.plugin.v1.Credit
+	14, // 4: switchyard.plugin.v1.Call.cancel:type_name -> switchyard.plugin.v1.Cancel
+	9,  // 5: switchyard.plugin.v1.Call.dns:type_name -> switchyard.plugin.v1.DNSQuery
+	11, // 6: switchyard.plugin.v1.Reply.http:type_name -> switchyard.plugin.v1.HTTPResponse
+	12, // 7: switchyard.plugin.v1.Reply.body:type_name -> switchyard.plugin.v1.Body
+	15, // 8: switchyard.plugin.v1.Reply.failure:type_name -> switchyard.plugin.v1.Failure
+	10, // 9: switchyard.plugin.v1.Reply.dns:type_name -> switchyard.plugin.v1.DNSReply
+	7,  // 10: switchyard.plugin.v1.HTTPRequest.headers:type_name -> switchyard.plugin.v1.Header
+	7,  // 11: switchyard.plugin.v1.HTTPResponse.headers:type_name -> switchyard.plugin.v1.Header
+	7,  // 12: switchyard.plugin.v1.HTTPResponse.trailers:type_name -> switchyard.plugin.v1.Header
+	7,  // 13: switchyard.plugin.v1.Body.trailers:type_name -> switchyard.plugin.v1.Header
+	17, // 14: switchyard.plugin.v1.LogRequest.attrs:type_name -> switchyard.plugin.v1.Attr
+	27, // 15: switchyard.plugin.v1.ListResponse.entries:type_name -> switchyard.plugin.v1.Entry
+	0,  // 16: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
+	2,  // 17: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
+	5,  // 18: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
+	16, // 19: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
+	19, // 20: switchyard.plugin.v1.Host.Get:input_type -> switchyard.plugin.v1.GetRequest
+	21, // 21: switchyard.plugin.v1.Host.Put:input_type -> switchyard.plugin.v1.PutRequest
+	23, // 22: switchyard.plugin.v1.Host.Delete:input_type -> switchyard.plugin.v1.DeleteRequest
+	25, // 23: switchyard.plugin.v1.Host.List:input_type -> switchyard.plugin.v1.ListRequest
+	1,  // 24: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
+	3,  // 25: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
+	6,  // 26: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
+	18, // 27: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
+	20, // 28: switchyard.plugin.v1.Host.Get:output_type -> switchyard.plugin.v1.GetResponse
+	22, // 29: switchyard.plugin.v1.Host.Put:output_type -> switchyard.plugin.v1.PutResponse
+	24, // 30: switchyard.plugin.v1.Host.Delete:output_type -> switchyard.plugin.v1.DeleteResponse
+	26, // 31: switchyard.plugin.v1.Host.List:output_type -> switchyard.plugin.v1.ListResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_proto_init() }
@@ -1866,11 +2039,13 @@ func file_switchyard_proto_init() {
 		(*Call_Body)(nil),
 		(*Call_Credit)(nil),
 		(*Call_Cancel)(nil),
+		(*Call_Dns)(nil),
 	}
 	file_switchyard_proto_msgTypes[6].OneofWrappers = []any{
 		(*Reply_Http)(nil),
 		(*Reply_Body)(nil),
 		(*Reply_Failure)(nil),
+		(*Reply_Dns)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1878,7 +2053,7 @@ func file_switchyard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_proto_rawDesc), len(file_switchyard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

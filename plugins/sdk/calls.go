@@ -65,6 +65,8 @@ func (s *callStream) dispatch(m *proto.Call) {
 	switch f := m.GetFrame().(type) {
 	case *proto.Call_Http:
 		s.startHTTP(m.GetId(), m.GetTimeoutNs(), f.Http)
+	case *proto.Call_Dns:
+		s.startDNS(m.GetId(), m.GetTimeoutNs(), f.Dns)
 	case *proto.Call_Body:
 		if c := s.lookup(m.GetId()); c != nil && c.body != nil {
 			c.body.push(f.Body)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/miekg/dns"
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/plugins/proto"
@@ -61,6 +62,13 @@ type Plugin struct {
 	// carries the kernel's deadline and is cancelled when the client goes
 	// away or the kernel retires this process.
 	HTTP http.Handler
+
+	// DNS answers DNS queries, with a miekg/dns handler. The kernel has
+	// parsed the query; it validates the answer (id and question), truncates
+	// it for UDP clients, and answers SERVFAIL when the handler writes none,
+	// panics or runs past the deadline. DNSContext(w) gives the call's
+	// context. It is called concurrently.
+	DNS dns.Handler
 
 	// Configure, when set, is called with the slot's settings before the
 	// first request reaches the plugin. Returning an error refuses the
@@ -163,8 +171,8 @@ func (p Plugin) check() error {
 	if p.Name == "" {
 		return errors.New("Plugin.Name is empty")
 	}
-	if p.HTTP == nil {
-		return errors.New("Plugin has no handler (set HTTP)")
+	if p.HTTP == nil && p.DNS == nil {
+		return errors.New("Plugin has no handler (set HTTP or DNS)")
 	}
 	return nil
 }
@@ -174,6 +182,9 @@ func (p Plugin) protocols() []string {
 	var ps []string
 	if p.HTTP != nil {
 		ps = append(ps, "http")
+	}
+	if p.DNS != nil {
+		ps = append(ps, "dns")
 	}
 	return ps
 }
