@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	dnsl "github.com/switchyard-dev/switchyard/listeners/dns"
 	"github.com/switchyard-dev/switchyard/plugins/host"
 )
 
@@ -24,6 +25,11 @@ func newRoute(listener string, s *slot) *route {
 	return r
 }
 
+// DispatchDNS implements listeners/dns.Dispatcher.
+func (rt *route) DispatchDNS(ctx context.Context, q dnsl.Query) ([]byte, error) {
+	return rt.slot.Load().serveDNS(ctx, q, rt.listener)
+}
+
 // Dispatch implements listeners/http.Dispatcher.
 func (rt *route) Dispatch(w http.ResponseWriter, r *http.Request) error {
 	return rt.slot.Load().serveHTTP(w, r, rt.listener)
@@ -33,34 +39,17 @@ func (rt *route) Dispatch(w http.ResponseWriter, r *http.Request) error {
 // on the next instance (after a crash or a swap raced with it).
 const maxAttempts = 3
 
-// serveHTTP answers r with the slot's current instance. A call that could
-// not be sent because the instance had just died is sent again to its
-// replacement, so a crash costs only the calls the dead process held.
+// serveHTTP answers r with the slot's current instance.
 func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string) error {
 	cfg, _ := s.config()
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.CallTimeout.D())
 	defer cancel()
-	var err error
-	for range maxAttempts {
-		var in *instance
-		in, err = s.acquire(ctx)
-		if err != nil {
-			if r.Context().Err() != nil {
-				return nil // the client went away while we waited
-			}
-			break
-		}
-		err = in.proc.ServeHTTP(ctx, w, r, listener)
-		in.release()
-		if errors.Is(err, host.ErrNotSent) {
-			// One broken stream is no reason to kill the process and the
-			// calls on its other streams; no usable stream at all is.
-			if !in.proc.Usable() {
-				s.lost(in, err)
-			}
-			continue
-		}
-		break
+	err := s.withInstance(ctx, func(in *instance) error {
+		return in.proc.ServeHTTP(ctx, w, r, listener)
+	})
+	var waited acquireError
+	if errors.As(err, &waited) && r.Context().Err() != nil {
+		return nil // the client went away while we waited
 	}
 	if err == nil {
 		s.served.Add(1)
@@ -101,4 +90,64 @@ func publicReason(err error) string {
 	default:
 		return "failed"
 	}
+}
+
+// acquireError is an error from waiting for an instance, as opposed to one
+// from the call.
+type acquireError struct{ error }
+
+func (e acquireError) Unwrap() error { return e.error }
+
+// withInstance runs f on the slot's current instance. A call that could not
+// be sent because the instance had just died is sent again to its
+// replacement, so a crash costs only the calls the dead process held.
+// Errors from waiting for an instance come as acquireError.
+func (s *slot) withInstance(ctx context.Context, f func(*instance) error) error {
+	var err error
+	for range maxAttempts {
+		in, aerr := s.acquire(ctx)
+		if aerr != nil {
+			return acquireError{aerr}
+		}
+		err = f(in)
+		in.release()
+		if !errors.Is(err, host.ErrNotSent) {
+			return err
+		}
+		// One broken stream is no reason to kill the process and the
+		// calls on its other streams; no usable stream at all is.
+		if !in.proc.Usable() {
+			s.lost(in, err)
+		}
+	}
+	return err
+}
+
+// serveDNS answers a DNS query with the slot's current instance and returns
+// the answer in wire format; the listener checks it.
+func (s *slot) serveDNS(ctx context.Context, q dnsl.Query, listener string) ([]byte, error) {
+	cfg, _ := s.config()
+	ctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout.D())
+	defer cancel()
+	hq := host.DNSQuery{Msg: q.Msg, Transport: q.Transport, Listener: listener}
+	if q.Remote != nil {
+		hq.RemoteAddr = q.Remote.String()
+	}
+	if q.Local != nil {
+		hq.LocalAddr = q.Local.String()
+	}
+	var answer []byte
+	err := s.withInstance(ctx, func(in *instance) error {
+		var err error
+		answer, err = in.proc.ServeDNS(ctx, hq)
+		return err
+	})
+	if err != nil {
+		s.errs.Add(1)
+		s.log.Warn("dns call failed", "listener", listener, "remote", hq.RemoteAddr, "transport", q.Transport,
+			"error", err, "call_timeout", cfg.CallTimeout.D())
+		return nil, err
+	}
+	s.served.Add(1)
+	return answer, nil
 }

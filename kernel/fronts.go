@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/switchyard-dev/switchyard/kernel/config"
+	dnsl "github.com/switchyard-dev/switchyard/listeners/dns"
 	httpl "github.com/switchyard-dev/switchyard/listeners/http"
 	"github.com/switchyard-dev/switchyard/listeners/scgi"
 )
@@ -29,9 +30,12 @@ type frontStats struct {
 	Errors      int64
 }
 
-// newFront returns the front end for lc's protocol, dispatching to rt.
-func newFront(lc *config.Listener, rt *route, log *slog.Logger) (front, error) {
+// newFront returns the front end for lc's protocol on sock, dispatching to
+// rt.
+func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger) (front, error) {
 	switch lc.Protocol {
+	case "dns":
+		return dnsFront{dnsl.New(dnsl.Config{Name: lc.Name, Logger: log}, rt), sock.pc}, nil
 	case "http":
 		return httpFront{httpl.New(httpl.Config{
 			Name:              lc.Name,
@@ -57,6 +61,21 @@ func newFront(lc *config.Listener, rt *route, log *slog.Logger) (front, error) {
 type httpFront struct{ *httpl.Server }
 
 func (f httpFront) counters() frontStats {
+	s := f.Stats()
+	return frontStats{Connections: s.Connections, Accepted: s.Accepted, Requests: s.Requests, Errors: s.Errors}
+}
+
+type dnsFront struct {
+	*dnsl.Server
+	pc net.PacketConn
+}
+
+// Serve serves DNS on the socket's UDP side and on ln, its TCP side.
+func (f dnsFront) Serve(ln net.Listener) error {
+	return f.Server.Serve(&packetView{PacketConn: f.pc}, ln)
+}
+
+func (f dnsFront) counters() frontStats {
 	s := f.Stats()
 	return frontStats{Connections: s.Connections, Accepted: s.Accepted, Requests: s.Requests, Errors: s.Errors}
 }

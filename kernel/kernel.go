@@ -304,7 +304,7 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	// the start cleanly.
 	socks := make(map[string]*socket)
 	for _, lc := range cfg.Listeners {
-		s, err := k.sockets.acquire(lc.Network(), lc.SocketAddress())
+		s, err := k.sockets.acquire(socketNetwork(lc), lc.SocketAddress())
 		if err != nil {
 			return fmt.Errorf("listener %q: %w", lc.Name, err)
 		}
@@ -448,7 +448,7 @@ func (k *Kernel) stopAll() {
 func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *listener {
 	l := &listener{sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
 	l.cfg.Store(lc)
-	srv, err := newFront(lc, l.route, k.log)
+	srv, err := newFront(lc, l.route, sock, k.log)
 	if err != nil {
 		panic(err) // config.Parse lets through only protocols newFront knows
 	}

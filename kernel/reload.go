@@ -116,12 +116,12 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 			continue
 		}
 		var sock *socket
-		if ok && old.cfg.Load().Network() == lc.Network() && old.cfg.Load().SocketAddress() == lc.SocketAddress() {
+		if ok && socketNetwork(old.cfg.Load()) == socketNetwork(lc) && old.cfg.Load().SocketAddress() == lc.SocketAddress() {
 			// Same address, other settings: a new front end on the same
 			// socket (even a port-0 one).
 			sock = old.sock
 			k.sockets.ref(sock)
-		} else if sock, err = k.sockets.acquire(lc.Network(), lc.SocketAddress()); err != nil {
+		} else if sock, err = k.sockets.acquire(socketNetwork(lc), lc.SocketAddress()); err != nil {
 			return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 		}
 		p.socks = append(p.socks, sock)

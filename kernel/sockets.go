@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/kernel/config"
 )
 
 // socketTable holds the kernel's listening sockets, reference-counted by
@@ -23,6 +26,16 @@ type socketTable struct {
 
 func newSocketTable() *socketTable {
 	return &socketTable{socks: make(map[string]*socket)}
+}
+
+// socketNetwork is the socket table's network for lc: "dns" for a DNS
+// listener (a TCP listener and a UDP socket on one port), else "tcp" or
+// "unix".
+func socketNetwork(lc *config.Listener) string {
+	if lc.Protocol == "dns" {
+		return "dns"
+	}
+	return lc.Network()
 }
 
 // acquire returns the socket for network and address, binding it if no one
@@ -42,13 +55,23 @@ func (t *socketTable) acquire(network, address string) (*socket, error) {
 		s.refs++
 		return s, nil
 	}
-	ln, err := listen(network, address)
+	var (
+		ln  net.Listener
+		pc  net.PacketConn
+		err error
+	)
+	if network == "dns" {
+		ln, pc, err = listenDNS(address)
+	} else {
+		ln, err = listen(network, address)
+	}
 	if err != nil {
 		return nil, err
 	}
 	s := &socket{
 		key:   key,
 		ln:    ln,
+		pc:    pc,
 		refs:  1,
 		conns: make(chan net.Conn),
 		done:  make(chan struct{}),
@@ -99,6 +122,30 @@ func listen(network, address string) (net.Listener, error) {
 	return ln, nil
 }
 
+// listenDNS binds a TCP listener and a UDP socket on the same port. For
+// port 0 it tries a few ports until one is free for both.
+func listenDNS(address string) (net.Listener, net.PacketConn, error) {
+	_, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, nil, err
+	}
+	for range 10 {
+		ln, err := net.Listen("tcp", address)
+		if err != nil {
+			return nil, nil, err
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err == nil {
+			return ln, pc, nil
+		}
+		ln.Close()
+		if port != "0" {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, fmt.Errorf("%s: found no port free for both TCP and UDP", address)
+}
+
 // reclaimUnixSocket removes a stale socket at path. It refuses to touch a
 // socket a live process accepts on, or a file that is not a socket.
 func reclaimUnixSocket(path string) error {
@@ -129,9 +176,10 @@ func reclaimUnixSocket(path string) error {
 type socket struct {
 	key   string
 	ln    net.Listener
-	refs  int           // guarded by socketTable.mu
-	conns chan net.Conn // unbuffered: the loop holds a connection until a view takes it
-	done  chan struct{} // closed by close
+	pc    net.PacketConn // a DNS listener's UDP socket, or nil
+	refs  int            // guarded by socketTable.mu
+	conns chan net.Conn  // unbuffered: the loop holds a connection until a view takes it
+	done  chan struct{}  // closed by close
 	once  sync.Once
 	wg    sync.WaitGroup // the accept loop and requeues
 
@@ -181,6 +229,9 @@ func (s *socket) close() {
 		s.mu.Unlock()
 		close(s.done)
 		s.ln.Close()
+		if s.pc != nil {
+			s.pc.Close()
+		}
 		s.wg.Wait()
 	})
 }
@@ -245,3 +296,29 @@ func (v *socketView) Close() error {
 }
 
 func (v *socketView) Addr() net.Addr { return v.s.ln.Addr() }
+
+// packetView is a socket's UDP side as one front end sees it: its Close
+// ends only that front end's reads, so the socket stays bound for the next.
+type packetView struct {
+	net.PacketConn
+	closed atomic.Bool
+}
+
+func (v *packetView) ReadFrom(b []byte) (int, net.Addr, error) {
+	if v.closed.Load() {
+		return 0, nil, net.ErrClosed
+	}
+	n, addr, err := v.PacketConn.ReadFrom(b)
+	if err != nil && v.closed.Load() {
+		return 0, nil, net.ErrClosed
+	}
+	return n, addr, err
+}
+
+func (v *packetView) Close() error {
+	if !v.closed.Swap(true) {
+		// Wake the reader; the next front end sets its own deadlines.
+		_ = v.PacketConn.SetReadDeadline(time.Now())
+	}
+	return nil
+}

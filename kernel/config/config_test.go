@@ -357,9 +357,15 @@ var cases = []parseCase{
 		want: []string{`config.toml:6:1: listener "web": unknown protocol "ftp"`}, lines: 1,
 	},
 	{
-		name: "dns not supported yet",
-		doc:  strings.Replace(hello, `"http"`, `"dns"`, 1),
-		want: []string{`config.toml:6:1: listener "web": protocol "dns" is not supported by this build yet`}, lines: 1,
+		name: "line not supported yet (protocol line 6)",
+		doc:  strings.Replace(hello, `"http"`, `"line"`, 1),
+		want: []string{`config.toml:6:1: listener "web": protocol "line" is not supported by this build yet`}, lines: 1,
+	},
+	{name: "dns", doc: strings.Replace(hello, `"http"`, `"dns"`, 1)},
+	{
+		name: "scgi keys on dns",
+		doc:  strings.Replace(hello, `"http"`, `"dns"`, 1) + "timeout = \"5s\"\n",
+		want: []string{`config.toml:9:1: listener "web": timeout applies only to scgi listeners, not dns`}, lines: 1,
 	},
 	{name: "scgi", doc: strings.Replace(hello, `"http"`, `"scgi"`, 1) + "timeout = \"5s\"\nmax_body = 1024\nmax_header_bytes = 4096\n"},
 	{name: "scgi in the runtime dir", doc: strings.Replace(strings.Replace(hello, `"http"`, `"scgi"`, 1), `"127.0.0.1:8080"`, `"unix:$RUNTIME/scgi.sock"`, 1)},
@@ -423,10 +429,9 @@ var cases = []parseCase{
 		name: "unix address for dns",
 		doc:  strings.Replace(strings.Replace(hello, `"127.0.0.1:8080"`, `"unix:/run/dns.sock"`, 1), `"http"`, `"dns"`, 1),
 		want: []string{
-			`listener "web": protocol "dns" is not supported by this build yet`,
 			`config.toml:7:1: listener "web": address "unix:/run/dns.sock": a dns listener cannot use a UNIX socket`,
 		},
-		lines: 2,
+		lines: 1,
 	},
 	{
 		name: "shared address",
@@ -597,11 +602,11 @@ env = { "A B" = "", "é" = "'\n" }
 	{
 		name: "several validation problems",
 		doc: "[plugins.Bad]\n" +
-			"[[listeners]]\nname = \"web\"\nprotocol = \"dns\"\naddress = \"nowhere\"\nplugin = \"helo\"\n",
+			"[[listeners]]\nname = \"web\"\nprotocol = \"line\"\naddress = \"nowhere\"\nplugin = \"helo\"\n",
 		want: []string{
 			`config.toml:1:10: plugin "Bad": bad name`,
 			`config.toml:1:10: plugin "Bad": path is required`,
-			`config.toml:4:1: listener "web": protocol "dns" is not supported by this build yet`,
+			`config.toml:4:1: listener "web": protocol "line" is not supported by this build yet`,
 			`config.toml:5:1: listener "web": address "nowhere": want host:port or unix:PATH`,
 			`config.toml:6:1: listener "web": plugin "helo" is not defined`,
 		},

@@ -21,7 +21,7 @@ var knownProtocols = []string{"http", "scgi", "dns", "line"}
 // supportedProtocols are the protocols this build serves: a listener with
 // another known protocol is rejected as not supported yet. Add a protocol
 // here when its front end lands.
-var supportedProtocols = []string{"http", "scgi"}
+var supportedProtocols = []string{"http", "scgi", "dns"}
 
 // timersSupported reports whether this build runs [[timers]]; until it does,
 // any timer is rejected (after its fields are checked like any other).

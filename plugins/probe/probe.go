@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/switchyard-dev/switchyard/plugins/sdk"
 )
 
@@ -58,7 +60,29 @@ func newProbe(version string, exit func(int), stderr io.Writer) *probe {
 }
 
 func (p *probe) plugin() sdk.Plugin {
-	return sdk.Plugin{Name: "probe", Version: p.version, HTTP: p.mux}
+	return sdk.Plugin{Name: "probe", Version: p.version, HTTP: p.mux, DNS: dns.HandlerFunc(p.serveDNS)}
+}
+
+// serveDNS answers every query, whatever its name and type, with one TXT
+// record "probe VERSION pid PID" (TTL 0), so a client can tell which
+// generation answered.
+func (p *probe) serveDNS(w dns.ResponseWriter, q *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Authoritative = true
+	if len(q.Question) != 1 {
+		m.SetRcode(q, dns.RcodeFormatError)
+		_ = w.WriteMsg(m)
+		return
+	}
+	m.Answer = []dns.RR{&dns.TXT{
+		Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET},
+		Txt: []string{p.id()},
+	}}
+	if opt := q.IsEdns0(); opt != nil {
+		m.SetEdns0(4096, false)
+	}
+	_ = w.WriteMsg(m)
 }
 
 // id is how every answer names this process.

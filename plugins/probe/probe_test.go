@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/switchyard-dev/switchyard/internal/testutil"
+
 	"github.com/switchyard-dev/switchyard/plugins/sdk/sdktest"
 )
 
@@ -69,7 +71,7 @@ func get(t *testing.T, path string) *http.Request {
 
 func TestDescribe(t *testing.T) {
 	tp := newTestProbe(t)
-	if d := tp.Describe; d.GetName() != "probe" || d.GetVersion() != "v1" || !reflect.DeepEqual(d.GetProtocols(), []string{"http"}) {
+	if d := tp.Describe; d.GetName() != "probe" || d.GetVersion() != "v1" || !reflect.DeepEqual(d.GetProtocols(), []string{"http", "dns"}) {
 		t.Errorf("Describe = %v", d)
 	}
 }
@@ -328,5 +330,20 @@ func TestLog(t *testing.T) {
 	}
 	if !slices.ContainsFunc(tp.log.Find("hello there"), func(r testutil.Record) bool { return r.Attrs["probe"] == tp.id }) {
 		t.Errorf("log %+v, want \"hello there\" with probe=%s", tp.log.Find(""), tp.id)
+	}
+}
+
+func TestDNS(t *testing.T) {
+	tp := newTestProbe(t)
+	for _, qt := range []uint16{dns.TypeTXT, dns.TypeA} {
+		q := new(dns.Msg)
+		q.SetQuestion("anything.example.", qt)
+		r, err := tp.Exchange(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.TXT).Txt[0] != tp.id || !r.Authoritative {
+			t.Errorf("type %d: %v", qt, r)
+		}
 	}
 }

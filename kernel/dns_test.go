@@ -1,0 +1,146 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
+)
+
+// requireDig returns dig's path; without it the test fails under CI (which
+// installs bind9-dnsutils) and is skipped elsewhere.
+func requireDig(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("dig")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dig not found: CI must install bind9-dnsutils")
+		}
+		t.Skip("dig not installed")
+	}
+	return p
+}
+
+// dnsConfig serves plugin on a DNS listener at any free port.
+func dnsConfig(plugin, settings string) string {
+	return fmt.Sprintf(`
+[plugins.%[1]s]
+path = "plugins/%[1]s"
+drain_timeout = "10s"
+call_timeout = "5s"
+%[2]s
+
+[[listeners]]
+name = "dns"
+protocol = "dns"
+address = "127.0.0.1:0"
+plugin = "%[1]s"
+`, plugin, settings)
+}
+
+// dnsAddr is the host:port a DNS listener serves on (UDP and TCP alike).
+func (tk *testKernel) dnsAddr(listener string) string {
+	for _, l := range tk.k.Listeners() {
+		if l.Name == listener {
+			return l.Bound
+		}
+	}
+	tk.t.Fatalf("no listener %q", listener)
+	return ""
+}
+
+func digArgs(addr string, args ...string) []string {
+	host, port, _ := strings.Cut(addr, ":")
+	return append([]string{"@" + host, "-p", port, "+time=5", "+tries=1"}, args...)
+}
+
+// TestDNSProbeWithDig asks the probe plugin through the kernel with dig,
+// over UDP and TCP.
+func TestDNSProbeWithDig(t *testing.T) {
+	dig := requireDig(t)
+	tk := startKernel(t, dnsConfig("probe", ""), map[string]string{"probe": probeBin(t, "v1")})
+	addr := tk.dnsAddr("dns")
+	for _, transport := range []string{"+notcp", "+tcp"} {
+		out, err := exec.Command(dig, digArgs(addr, transport, "+short", "anything.example.", "TXT")...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"probe v1 pid `) {
+			t.Errorf("dig %s: %v %q", transport, err, out)
+		}
+	}
+}
+
+// TestDNSSwapUnderLoad queries at a high rate over UDP and TCP while the
+// plugin is swapped ten times: every query is answered, none with SERVFAIL.
+func TestDNSSwapUnderLoad(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2", "v3")
+	tk := startKernel(t, dnsConfig("probe", ""), map[string]string{"probe": bin["v1"]})
+	addr := tk.dnsAddr("dns")
+	exe := filepath.Join(tk.dir, "plugins", "probe")
+
+	ctx, stop := context.WithCancel(context.Background())
+	var (
+		wg        sync.WaitGroup
+		ok, fails atomic.Int64
+		mu        sync.Mutex
+		errs      []string
+		versions  = map[string]int64{}
+	)
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Net: []string{"udp", "tcp"}[i%2], Timeout: 5 * time.Second}
+			for n := 0; ctx.Err() == nil; n++ {
+				q := new(dns.Msg)
+				q.SetQuestion(fmt.Sprintf("q%d-%d.example.", i, n), dns.TypeTXT)
+				r, _, err := c.Exchange(q, addr)
+				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+					fails.Add(1)
+					mu.Lock()
+					if len(errs) < 10 {
+						errs = append(errs, fmt.Sprintf("%s: %v %v", c.Net, r, err))
+					}
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+				txt := r.Answer[0].(*dns.TXT).Txt[0]
+				mu.Lock()
+				versions[strings.Fields(txt)[1]]++
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 1; i <= 10; i++ {
+		before := tk.plugin("probe")
+		next := []string{"v1", "v2", "v3"}[i%3]
+		replace(t, bin[next], exe, i%2 == 0)
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
+			return tk.plugin("probe").Generation == before.Generation+1
+		})
+		n := ok.Load()
+		testutil.WaitFor(t, 20*time.Second, "answers after the swap", func() bool { return ok.Load() > n+100 })
+	}
+	stop()
+	wg.Wait()
+	if n := fails.Load(); n != 0 {
+		t.Errorf("%d of %d queries failed during 10 swaps; first: %v", n, n+ok.Load(), errs)
+	}
+	if len(versions) != 3 {
+		t.Errorf("answers by version: %v", versions)
+	}
+	t.Logf("%d queries over UDP and TCP during 10 swaps, %d failed; by version %v", ok.Load(), fails.Load(), versions)
+}
