@@ -144,3 +144,38 @@ func TestDNSSwapUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d queries over UDP and TCP during 10 swaps, %d failed; by version %v", ok.Load(), fails.Load(), versions)
 }
+
+// TestDNSFaults: a query that crashes the plugin, and one that outlives
+// call_timeout, get SERVFAIL at once rather than silence; the plugin is
+// restarted and answers again.
+func TestDNSFaults(t *testing.T) {
+	tk := startKernel(t, strings.Replace(dnsConfig("probe", ""), `call_timeout = "5s"`, `call_timeout = "300ms"`, 1),
+		map[string]string{"probe": probeBin(t, "v1")})
+	addr := tk.dnsAddr("dns")
+	c := &dns.Client{Timeout: 10 * time.Second}
+	ask := func(name string) *dns.Msg {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeTXT)
+		r, _, err := c.Exchange(q, addr)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return r
+	}
+	if r := ask("slow.probe."); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("past call_timeout: %v", r)
+	}
+	pid := tk.plugin("probe").PID
+	if r := ask("crash.probe."); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("crash: %v", r)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a restarted plugin answering", func() bool {
+		q := new(dns.Msg)
+		q.SetQuestion("after.example.", dns.TypeTXT)
+		r, _, err := c.Exchange(q, addr)
+		return err == nil && r.Rcode == dns.RcodeSuccess
+	})
+	if p := tk.plugin("probe"); p.PID == pid || p.Restarts != 1 {
+		t.Errorf("after the crash: %+v", p)
+	}
+}

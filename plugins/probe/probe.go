@@ -65,7 +65,9 @@ func (p *probe) plugin() sdk.Plugin {
 
 // serveDNS answers every query, whatever its name and type, with one TXT
 // record "probe VERSION pid PID" (TTL 0), so a client can tell which
-// generation answered.
+// generation answered. Two names are for fault tests: crash.probe. makes
+// the process exit, and slow.probe. answers after a second or when the
+// kernel gives up.
 func (p *probe) serveDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(q)
@@ -74,6 +76,17 @@ func (p *probe) serveDNS(w dns.ResponseWriter, q *dns.Msg) {
 		m.SetRcode(q, dns.RcodeFormatError)
 		_ = w.WriteMsg(m)
 		return
+	}
+	switch dns.CanonicalName(q.Question[0].Name) {
+	case "crash.probe.":
+		fmt.Fprintf(p.stderr, "%s: crashing on a DNS query\n", p.id())
+		p.exit(2)
+	case "slow.probe.":
+		select {
+		case <-time.After(time.Second):
+		case <-sdk.DNSContext(w).Done():
+			return
+		}
 	}
 	m.Answer = []dns.RR{&dns.TXT{
 		Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET},
