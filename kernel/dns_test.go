@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,5 +178,76 @@ func TestDNSFaults(t *testing.T) {
 	})
 	if p := tk.plugin("probe"); p.PID == pid || p.Restarts != 1 {
 		t.Errorf("after the crash: %+v", p)
+	}
+}
+
+// TestDNSReload adds a DNS listener by reload-config, re-routes it to
+// another plugin without touching its sockets, and removes it, freeing
+// both its UDP and its TCP port.
+func TestDNSReload(t *testing.T) {
+	base := probeConfig("") + `
+[plugins.probe2]
+path = "plugins/probe2"
+`
+	tk := startKernel(t, base, map[string]string{"probe": probeBin(t, "v1"), "probe2": probeBin(t, "v2")})
+	reload := func(cfg string) {
+		t.Helper()
+		if err := os.WriteFile(tk.cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := tk.ctl("reload-config"); !r.OK {
+			t.Fatalf("reload-config: %s", r.Error)
+		}
+	}
+	ask := func(addr string) (string, error) {
+		q := new(dns.Msg)
+		q.SetQuestion("x.example.", dns.TypeTXT)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, addr)
+		if err != nil {
+			return "", err
+		}
+		if len(r.Answer) != 1 {
+			return "", fmt.Errorf("answer %v", r)
+		}
+		return r.Answer[0].(*dns.TXT).Txt[0], nil
+	}
+	withDNS := func(plugin string) string {
+		return base + `
+[[listeners]]
+name = "dns"
+protocol = "dns"
+address = "127.0.0.1:0"
+plugin = "` + plugin + `"
+`
+	}
+	reload(withDNS("probe"))
+	addr := tk.dnsAddr("dns")
+	if txt, err := ask(addr); err != nil || !strings.HasPrefix(txt, "probe v1 ") {
+		t.Fatalf("after adding: %q %v", txt, err)
+	}
+	reload(withDNS("probe2"))
+	if got := tk.dnsAddr("dns"); got != addr {
+		t.Errorf("re-routing moved the listener from %s to %s", addr, got)
+	}
+	if txt, err := ask(addr); err != nil || !strings.HasPrefix(txt, "probe v2 ") {
+		t.Fatalf("after re-routing: %q %v", txt, err)
+	}
+	reload(base)
+	for _, network := range []string{"udp", "tcp"} {
+		var err error
+		if network == "udp" {
+			var pc net.PacketConn
+			if pc, err = net.ListenPacket("udp", addr); err == nil {
+				pc.Close()
+			}
+		} else {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				ln.Close()
+			}
+		}
+		if err != nil {
+			t.Errorf("%s port still bound after the listener was removed: %v", network, err)
+		}
 	}
 }
