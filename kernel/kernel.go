@@ -74,6 +74,7 @@ type Kernel struct {
 	stateDir  string
 	snapDir   string
 	store     state.Store // set by Run before anything uses it
+	baseDir   string      // the configuration's directory: plugins run in it
 	socketDir string
 	adminPath string
 
@@ -142,6 +143,7 @@ func New(opts Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.cfg = cfg
+	k.baseDir = cfg.Dir
 	return k, nil
 }
 

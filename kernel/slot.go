@@ -237,6 +237,7 @@ func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*pro
 		Path:         b.path,
 		SHA256:       b.hash,
 		Args:         cfg.Args,
+		Dir:          s.k.baseDir,
 		Env:          env,
 		SocketDir:    s.k.socketDir,
 		StartTimeout: cfg.StartTimeout.D(),

@@ -29,6 +29,10 @@ type Spec struct {
 	// before exec; "" skips the check.
 	SHA256 string
 	Args   []string
+	// Dir is the process's working directory ("" means /). The kernel
+	// passes its configuration file's directory, so relative paths in a
+	// plugin's settings mean what they mean in the file.
+	Dir string
 	// Env is the process's whole environment besides go-plugin's own
 	// variables (the kernel's environment is not inherited).
 	Env []string
@@ -80,7 +84,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 			socketDir = dir
 			mu.Unlock()
 			env := append(append([]string(nil), spec.Env...), cmd.Env...)
-			pr, err := newProcRunner(spec.Path, spec.SHA256, spec.Args, env)
+			pr, err := newProcRunner(spec.Path, spec.SHA256, spec.Dir, spec.Args, env)
 			if err != nil {
 				return nil, err
 			}

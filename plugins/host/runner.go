@@ -44,10 +44,13 @@ type procRunner struct {
 
 var _ runner.Runner = (*procRunner)(nil)
 
-func newProcRunner(path, sum string, args, env []string) (*procRunner, error) {
+func newProcRunner(path, sum, dir string, args, env []string) (*procRunner, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Env = env
-	cmd.Dir = "/"
+	cmd.Dir = dir
+	if dir == "" {
+		cmd.Dir = "/"
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
