@@ -251,3 +251,179 @@ plugin = "` + plugin + `"
 		}
 	}
 }
+
+func zoneBin(t testing.TB, version string) string {
+	return bins.Build(t, "zone-"+version, "./plugins/zone", version)
+}
+
+// exampleZone copies the example zone next to the test's config, where
+// the zone plugin (which runs in the config's directory) finds it as
+// "example.zone".
+func exampleZone(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile("../plugins/zone/example.zone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "example.zone"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startZone runs the zone plugin with the example zone on a DNS listener.
+func startZone(t *testing.T, bin string) *testKernel {
+	t.Helper()
+	return startKernelWith(t, dnsConfig("zone", "[plugins.zone.settings]\nfile = \"example.zone\""),
+		map[string]string{"zone": bin}, func(k *Kernel) { exampleZone(t, k.baseDir) })
+}
+
+// TestZoneWithDig asks the zone plugin through the kernel with dig, over
+// UDP and TCP: every record type, a CNAME chain, NXDOMAIN, NODATA,
+// REFUSED, and a TXT set that UDP truncates and TCP carries whole.
+func TestZoneWithDig(t *testing.T) {
+	dig := requireDig(t)
+	tk := startZone(t, zoneBin(t, "v1"))
+	addr := tk.dnsAddr("dns")
+	tests := []struct {
+		name, qname, qtype string
+		status             string   // dig's status: NOERROR, NXDOMAIN, REFUSED
+		answers            []string // substrings of the answer section, in order
+		authority          string   // a substring of the authority section
+		flags              string   // a substring of dig's flags line
+	}{
+		{name: "A", qname: "www.example.test", qtype: "A", status: "NOERROR", answers: []string{"192.0.2.10"}, flags: " aa"},
+		{name: "AAAA", qname: "www.example.test", qtype: "AAAA", status: "NOERROR", answers: []string{"2001:db8::10"}},
+		{name: "CNAME chain", qname: "alias.example.test", qtype: "A", status: "NOERROR",
+			answers: []string{"CNAME\talias2.example.test.", "CNAME\twww.example.test.", "A\t192.0.2.10"}},
+		{name: "MX", qname: "example.test", qtype: "MX", status: "NOERROR", answers: []string{"10 mail.example.test."}},
+		{name: "NS", qname: "example.test", qtype: "NS", status: "NOERROR", answers: []string{"ns1.example.test."}},
+		{name: "SOA", qname: "example.test", qtype: "SOA", status: "NOERROR", answers: []string{"hostmaster.example.test. 2024010101"}},
+		{name: "TXT", qname: "txt.example.test", qtype: "TXT", status: "NOERROR", answers: []string{`"hello world" "second string"`}},
+		{name: "SRV", qname: "_sip._tcp.example.test", qtype: "SRV", status: "NOERROR", answers: []string{"10 60 5060 sip.example.test."}},
+		{name: "PTR", qname: "10.2.0.192.rev.example.test", qtype: "PTR", status: "NOERROR", answers: []string{"www.example.test."}},
+		{name: "wildcard", qname: "anything.wild.example.test", qtype: "A", status: "NOERROR", answers: []string{"anything.wild.example.test.", "192.0.2.99"}},
+		{name: "NXDOMAIN", qname: "nope.example.test", qtype: "A", status: "NXDOMAIN", authority: "SOA"},
+		{name: "NODATA", qname: "www.example.test", qtype: "MX", status: "NOERROR", authority: "SOA"},
+		{name: "empty non-terminal", qname: "b.deep.example.test", qtype: "A", status: "NOERROR", authority: "SOA"},
+		{name: "REFUSED", qname: "www.example.org", qtype: "A", status: "REFUSED"},
+	}
+	for _, tt := range tests {
+		for _, transport := range []string{"+notcp", "+tcp"} {
+			t.Run(tt.name+" "+transport, func(t *testing.T) {
+				out, err := exec.Command(dig, digArgs(addr, transport, "+nocmd", "+noquestion", "+nostats", tt.qname, tt.qtype)...).CombinedOutput()
+				text := string(out)
+				if err != nil || !strings.Contains(text, "status: "+tt.status) {
+					t.Fatalf("%v\n%s", err, text)
+				}
+				answer, authority := sections(text)
+				at := 0
+				for _, a := range tt.answers {
+					i := strings.Index(answer[at:], a)
+					if i < 0 {
+						t.Fatalf("answer lacks %q after position %d:\n%s", a, at, text)
+					}
+					at += i + len(a)
+				}
+				if len(tt.answers) == 0 && answer != "" {
+					t.Errorf("answer section not empty:\n%s", text)
+				}
+				if !strings.Contains(authority, tt.authority) {
+					t.Errorf("authority lacks %q:\n%s", tt.authority, text)
+				}
+				if tt.flags != "" && !strings.Contains(text, tt.flags) {
+					t.Errorf("flags lack %q:\n%s", tt.flags, text)
+				}
+			})
+		}
+	}
+
+	t.Run("big TXT: truncated over UDP, whole over TCP", func(t *testing.T) {
+		out, err := exec.Command(dig, digArgs(addr, "+notcp", "+ignore", "+bufsize=1232", "big.example.test", "TXT")...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " tc") {
+			t.Errorf("UDP answer not truncated: %v\n%s", err, out)
+		}
+		out, err = exec.Command(dig, digArgs(addr, "+tcp", "+short", "big.example.test", "TXT")...).CombinedOutput()
+		if n := strings.Count(string(out), "\n"); err != nil || n != 60 {
+			t.Errorf("TCP answer: %d records, %v", n, err)
+		}
+		// dig on its own retries a truncated answer over TCP.
+		out, err = exec.Command(dig, digArgs(addr, "+short", "big.example.test", "TXT")...).CombinedOutput()
+		if n := strings.Count(string(out), "\n"); err != nil || n != 60 {
+			t.Errorf("UDP then TCP: %d records, %v\n%.300s", n, err, out)
+		}
+	})
+}
+
+// sections returns dig's answer and authority sections.
+func sections(out string) (answer, authority string) {
+	part := func(name string) string {
+		_, rest, ok := strings.Cut(out, ";; "+name+" SECTION:\n")
+		if !ok {
+			return ""
+		}
+		body, _, _ := strings.Cut(rest, "\n\n")
+		return body
+	}
+	return part("ANSWER"), part("AUTHORITY")
+}
+
+// TestZoneSwapUnderLoad queries the zone plugin at a high rate over UDP and
+// TCP while it is swapped ten times: no query is lost or answered with
+// SERVFAIL.
+func TestZoneSwapUnderLoad(t *testing.T) {
+	bins := map[string]string{}
+	for _, v := range []string{"v1", "v2", "v3"} {
+		bins[v] = zoneBin(t, v)
+	}
+	tk := startZone(t, bins["v1"])
+	addr := tk.dnsAddr("dns")
+	exe := filepath.Join(tk.dir, "plugins", "zone")
+	ctx, stop := context.WithCancel(context.Background())
+	var (
+		wg        sync.WaitGroup
+		ok, fails atomic.Int64
+		mu        sync.Mutex
+		errs      []string
+	)
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Net: []string{"udp", "tcp"}[i%2], Timeout: 5 * time.Second}
+			for ctx.Err() == nil {
+				q := new(dns.Msg)
+				q.SetQuestion("www.example.test.", dns.TypeA)
+				r, _, err := c.Exchange(q, addr)
+				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+					fails.Add(1)
+					mu.Lock()
+					if len(errs) < 10 {
+						errs = append(errs, fmt.Sprintf("%s: %v %v", c.Net, r, err))
+					}
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	for i := 1; i <= 10; i++ {
+		before := tk.plugin("zone")
+		replace(t, bins[[]string{"v1", "v2", "v3"}[i%3]], exe, i%2 == 0)
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
+			return tk.plugin("zone").Generation == before.Generation+1
+		})
+		n := ok.Load()
+		testutil.WaitFor(t, 20*time.Second, "answers after the swap", func() bool { return ok.Load() > n+100 })
+	}
+	stop()
+	wg.Wait()
+	if n := fails.Load(); n != 0 {
+		t.Errorf("%d of %d queries lost or failed during 10 swaps; first: %v", n, n+ok.Load(), errs)
+	}
+	t.Logf("%d queries to the zone plugin over UDP and TCP during 10 swaps, %d lost or failed", ok.Load(), fails.Load())
+}

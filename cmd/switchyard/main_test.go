@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/switchyard-dev/switchyard/internal/testbin"
 	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
@@ -39,6 +41,7 @@ func layout(t *testing.T) (dir string) {
 		"bin/plugins/hello": {"hello", "./plugins/hello"},
 		"bin/plugins/probe": {"probe", "./plugins/probe"},
 		"bin/plugins/inbox": {"inbox", "./plugins/inbox"},
+		"bin/plugins/zone":  {"zone", "./plugins/zone"},
 	}
 	for dst, b := range builds {
 		wg.Add(1)
@@ -65,6 +68,14 @@ func layout(t *testing.T) (dir string) {
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
+	}
+	// scripts/build puts the example zone beside the binary.
+	zone, err := os.ReadFile(filepath.Join("..", "..", "plugins", "zone", "example.zone"))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "bin", "example.zone"), zone, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -467,6 +478,13 @@ func TestDefaultConfig(t *testing.T) {
 	answer, err := io.ReadAll(c)
 	if err != nil || !strings.HasPrefix(string(answer), "Status: 201 Created\r\n") {
 		t.Errorf("SCGI POST /message: %v %q", err, answer)
+	}
+	// The zone plugin with the example zone on :5353.
+	q := new(dns.Msg)
+	q.SetQuestion("www.example.test.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(q, "127.0.0.1:5353")
+	if err != nil || len(r.Answer) != 1 || !strings.Contains(r.Answer[0].String(), "192.0.2.10") {
+		t.Errorf("DNS www.example.test A: %v %v", r, err)
 	}
 }
 

@@ -81,6 +81,7 @@ func TestImportBoundaries(t *testing.T) {
 		{"plugins/probe", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"plugins/inbox", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"plugins/cgi", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"plugins/zone", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"internal/cgiout", []string{"kernel", "listeners", "state", "plugins"}},
 		{"kernel/config", []string{"plugins", "listeners", "state", "kernel/admin"}},
 		{"kernel/admin", []string{"plugins", "listeners", "state", "kernel/config"}},

@@ -870,19 +870,20 @@ func TestDefault(t *testing.T) {
 	if c.Source != DefaultSource || c.Admin.Socket != "" || c.State.Dir != "" || c.Timers != nil {
 		t.Errorf("source %q, admin %+v, state %+v, timers %v", c.Source, c.Admin, c.State, c.Timers)
 	}
-	for _, name := range []string{"hello", "probe", "inbox"} {
+	for _, name := range []string{"hello", "probe", "inbox", "zone"} {
 		p := c.Plugins[name]
 		if p == nil || p.Path != "/opt/switchyard/bin/plugins/"+name {
 			t.Errorf("plugin %s = %+v", name, p)
 		}
 	}
-	if len(c.Plugins) != 3 || len(c.Listeners) != 3 {
+	if len(c.Plugins) != 4 || len(c.Listeners) != 4 {
 		t.Fatalf("plugins %v, listeners %v", c.Plugins, c.Listeners)
 	}
 	for i, want := range []Listener{
 		{Name: "hello", Protocol: "http", Address: "127.0.0.1:8080", Plugin: "hello"},
 		{Name: "probe", Protocol: "http", Address: "127.0.0.1:8081", Plugin: "probe"},
 		{Name: "gateway", Protocol: "scgi", Address: "unix:$RUNTIME/scgi.sock", Plugin: "inbox"},
+		{Name: "dns", Protocol: "dns", Address: "127.0.0.1:5353", Plugin: "zone"},
 	} {
 		l := c.Listeners[i]
 		if l.Name != want.Name || l.Protocol != want.Protocol || l.Address != want.Address || l.Plugin != want.Plugin {
