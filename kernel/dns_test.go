@@ -427,3 +427,31 @@ func TestZoneSwapUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d queries to the zone plugin over UDP and TCP during 10 swaps, %d lost or failed", ok.Load(), fails.Load())
 }
+
+// TestZoneBrokenKeepsOld: a config reload that points the zone plugin at a
+// broken zone file is refused, and the old version keeps answering.
+func TestZoneBrokenKeepsOld(t *testing.T) {
+	tk := startZone(t, zoneBin(t, "v1"))
+	addr := tk.dnsAddr("dns")
+	answers := func() bool {
+		q := new(dns.Msg)
+		q.SetQuestion("www.example.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, addr)
+		return err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1
+	}
+	broken := filepath.Join(tk.dir, "broken.zone")
+	if err := os.WriteFile(broken, []byte("$ORIGIN example.test.\nwww IN A not-an-address\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := dnsConfig("zone", "[plugins.zone.settings]\nfile = \"broken.zone\"")
+	if err := os.WriteFile(tk.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := tk.ctl("reload-config")
+	if r.OK || !strings.Contains(r.Error, "broken.zone") {
+		t.Errorf("reload-config with a broken zone: %+v %s", r, r.Data)
+	}
+	if p := tk.plugin("zone"); p.Generation != 1 || !answers() {
+		t.Errorf("after the refused reload: %+v, answers %v", p, answers())
+	}
+}
