@@ -10,6 +10,20 @@
 // HTTP front end uses; the answer goes back as CGI output (a Status line,
 // header lines, a blank line, the body) and the connection is closed.
 //
+// The answer's end is the connection's end: no chunked encoding, no
+// trailers, a Content-Length only when the handler sets one. An answer cut
+// off after its head (a panic, or http.ErrAbortHandler) is ended with a TCP
+// reset, which the front server reports as an upstream failure; over a UNIX
+// socket only a Content-Length lets it notice. A request refused unread
+// (413, 400, 503) or whose handler left its body unread is answered, then
+// half-closed and drained for a moment, so that the front server reads the
+// answer instead of a reset.
+//
+// Once the body has been read whole, the server watches the connection: the
+// front server closing it (nginx does when its own client goes away)
+// cancels the request's context. A front server must therefore not
+// half-close the connection after sending a request; nginx does not.
+//
 // Malformed input gets "Status: 400 Bad Request" or a closed connection and
 // one log line, never a hung goroutine. Shutdown waits for every accepted
 // connection's exchange: in SCGI an accepted connection always carries a

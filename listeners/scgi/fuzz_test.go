@@ -25,6 +25,9 @@ func FuzzReadRequest(f *testing.F) {
 			}
 			return
 		}
+		if _, ok := h[""]; ok {
+			t.Fatalf("accepted an empty name: %q", raw)
+		}
 		if h["SCGI"] != "1" {
 			t.Fatalf("accepted without SCGI=1: %q", raw)
 		}

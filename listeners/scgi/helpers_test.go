@@ -40,16 +40,20 @@ type testServer struct {
 	served        chan error
 }
 
-func startServer(t *testing.T, network string, cfg Config, d Dispatcher) *testServer {
+func startServer(t testing.TB, network string, cfg Config, d Dispatcher) *testServer {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = testutil.ShortDir(t) + "/s.sock"
+	}
+	return startServerAt(t, network, addr, cfg, d)
+}
+
+// startServerAt is startServer on a given address.
+func startServerAt(t testing.TB, network, addr string, cfg Config, d Dispatcher) *testServer {
 	t.Helper()
 	testutil.CheckGoroutines(t)
-	var ln net.Listener
-	var err error
-	if network == "unix" {
-		ln, err = net.Listen("unix", testutil.ShortDir(t)+"/s.sock")
-	} else {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +80,7 @@ func startServer(t *testing.T, network string, cfg Config, d Dispatcher) *testSe
 	return ts
 }
 
-func (ts *testServer) dial(t *testing.T) net.Conn {
+func (ts *testServer) dial(t testing.TB) net.Conn {
 	t.Helper()
 	c, err := net.Dial(ts.network, ts.addr)
 	if err != nil {
@@ -111,7 +115,7 @@ type response struct {
 
 // roundTrip sends raw on a new connection and reads the answer until the
 // server closes it.
-func (ts *testServer) roundTrip(t *testing.T, raw []byte) (*response, error) {
+func (ts *testServer) roundTrip(t testing.TB, raw []byte) (*response, error) {
 	t.Helper()
 	c := ts.dial(t)
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))

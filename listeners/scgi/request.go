@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -22,7 +23,8 @@ var ErrMalformed = errors.New("scgi: malformed request")
 const maxLengthDigits = 10
 
 // ReadRequest reads the header netstring of one SCGI request from br and
-// returns its headers. The block may be at most maxHeader bytes. It checks
+// returns its headers. The block may be at most maxHeader bytes (64 KiB
+// when maxHeader is not positive). It checks
 // what the protocol requires: CONTENT_LENGTH first, with a decimal value;
 // SCGI present and "1"; names non-empty and unique. An empty connection
 // returns io.EOF; a block cut short returns an error wrapping
@@ -30,6 +32,9 @@ const maxLengthDigits = 10
 // other error wraps ErrMalformed. The body, CONTENT_LENGTH bytes, is left
 // in br.
 func ReadRequest(br *bufio.Reader, maxHeader int) (map[string]string, error) {
+	if maxHeader <= 0 {
+		maxHeader = defaultMaxHeader
+	}
 	n, err := readLength(br, maxHeader)
 	if err != nil {
 		return nil, err
@@ -63,9 +68,6 @@ func readLength(br *bufio.Reader, maxHeader int) (int, error) {
 		}
 		switch {
 		case c == ':' && i > 0:
-			if n > maxHeader {
-				return 0, fmt.Errorf("%w: header block of %d bytes, more than %d", ErrMalformed, n, maxHeader)
-			}
 			return n, nil
 		case c < '0' || c > '9':
 			return 0, fmt.Errorf("%w: netstring length: unexpected byte %q", ErrMalformed, c)
@@ -75,6 +77,10 @@ func readLength(br *bufio.Reader, maxHeader int) (int, error) {
 			return 0, fmt.Errorf("%w: netstring length is too long", ErrMalformed)
 		}
 		n = n*10 + int(c-'0')
+		if n > maxHeader {
+			// Refused at once: a client need not send the rest.
+			return 0, fmt.Errorf("%w: header block of %d bytes or more, more than %d", ErrMalformed, n, maxHeader)
+		}
 	}
 }
 
@@ -133,9 +139,14 @@ func contentLength(s string) (int64, error) {
 // protocol, HTTP_* headers, Content-Type, ContentLength, TLS (HTTPS=on) and
 // remote address. RequestURI is REQUEST_URI (or SCRIPT_NAME, PATH_INFO and
 // QUERY_STRING), URL its origin form, and Host HTTP_HOST (or SERVER_NAME and
-// SERVER_PORT). The body is the caller's to set. Errors wrap ErrMalformed.
+// SERVER_PORT). A missing SERVER_PROTOCOL means HTTP/1.0. The body is the
+// caller's to set; h is not modified. Errors wrap ErrMalformed.
 func NewRequest(h map[string]string) (*http.Request, error) {
+	if m := h["REQUEST_METHOD"]; m != "" && !isToken(m) {
+		return nil, fmt.Errorf("%w: REQUEST_METHOD %q is not a token", ErrMalformed, clip(m))
+	}
 	if h["SERVER_PROTOCOL"] == "" {
+		h = maps.Clone(h)
 		h["SERVER_PROTOCOL"] = "HTTP/1.0"
 	}
 	r, err := cgi.RequestFromMap(h)
@@ -174,6 +185,16 @@ func NewRequest(h map[string]string) (*http.Request, error) {
 		r.RemoteAddr = ""
 	}
 	return r, nil
+}
+
+// isToken reports whether s is an RFC 9110 token, as a method is.
+func isToken(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func clip(s string) string {

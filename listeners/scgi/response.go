@@ -3,6 +3,7 @@ package scgi
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,13 +21,16 @@ type responseWriter struct {
 	timeout time.Duration
 	isHEAD  bool
 
-	header      http.Header
+	handler     http.Header // what Header returns
+	header      http.Header // handler as it was at WriteHeader: what is sent
 	status      int
 	wroteHeader bool // the status is fixed
 	headSent    bool // the head is in bw (or on the wire)
 	cl          int64
 	written     int64
 	err         error // sticky write error
+
+	userDeadline bool // SetWriteDeadline set a deadline, which Timeout's does not replace
 }
 
 var (
@@ -42,12 +46,12 @@ func newResponseWriter(c net.Conn, r *http.Request, timeout time.Duration) *resp
 		bw:      bufio.NewWriterSize(c, 4<<10),
 		timeout: timeout,
 		isHEAD:  r != nil && r.Method == http.MethodHead,
-		header:  make(http.Header),
+		handler: make(http.Header),
 		cl:      -1,
 	}
 }
 
-func (w *responseWriter) Header() http.Header { return w.header }
+func (w *responseWriter) Header() http.Header { return w.handler }
 
 func (w *responseWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
@@ -58,6 +62,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	w.status, w.wroteHeader = code, true
+	w.header = w.handler.Clone()
 	if v := w.header.Get("Content-Length"); v != "" {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			w.cl = n
@@ -69,9 +74,6 @@ func (w *responseWriter) WriteHeader(code int) {
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
-		if w.header.Get("Content-Type") == "" && w.header.Get("Content-Encoding") == "" && len(p) > 0 {
-			w.header.Set("Content-Type", http.DetectContentType(p))
-		}
 		w.WriteHeader(http.StatusOK)
 	}
 	if !bodyAllowed(w.status) {
@@ -81,6 +83,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return 0, http.ErrContentLength
 	}
 	w.written += int64(len(p))
+	if !w.headSent {
+		w.sniff(p)
+	}
 	if err := w.writeHead(); err != nil {
 		return 0, err
 	}
@@ -93,6 +98,16 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.err = err
 	}
 	return n, err
+}
+
+// sniff sets the Content-Type of a body starting with p when the handler
+// set none, as net/http does: not when the header has the key (even with
+// no value), nor for an encoded body.
+func (w *responseWriter) sniff(p []byte) {
+	if _, ok := w.header["Content-Type"]; ok || len(p) == 0 || w.header.Get("Content-Encoding") != "" {
+		return
+	}
+	w.header.Set("Content-Type", http.DetectContentType(p))
 }
 
 // writeHead puts the head into the buffer once.
@@ -148,7 +163,12 @@ func (w *responseWriter) FlushError() error {
 func (w *responseWriter) SetReadDeadline(t time.Time) error { return w.c.SetReadDeadline(t) }
 
 // SetWriteDeadline is what http.ResponseController.SetWriteDeadline calls.
-func (w *responseWriter) SetWriteDeadline(t time.Time) error { return w.c.SetWriteDeadline(t) }
+// The deadline replaces Timeout's for the writes that follow; the zero time
+// gives them Timeout's again.
+func (w *responseWriter) SetWriteDeadline(t time.Time) error {
+	w.userDeadline = !t.IsZero()
+	return w.c.SetWriteDeadline(t)
+}
 
 // EnableFullDuplex is what http.ResponseController.EnableFullDuplex calls:
 // an SCGI body may be read while the answer is written.
@@ -156,7 +176,7 @@ func (w *responseWriter) EnableFullDuplex() error { return nil }
 
 // deadline gives the next write Timeout to complete.
 func (w *responseWriter) deadline() {
-	if w.timeout > 0 {
+	if w.timeout > 0 && !w.userDeadline {
 		_ = w.c.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
 }
@@ -166,21 +186,23 @@ func (w *responseWriter) error(code int) {
 	if w.headSent {
 		return
 	}
-	clear(w.header)
-	w.wroteHeader = false
-	w.cl = -1
-	w.header.Set("Content-Type", "text/plain; charset=utf-8")
-	w.header.Set("X-Content-Type-Options", "nosniff")
+	clear(w.handler)
+	w.header, w.wroteHeader = nil, false
+	w.cl, w.written = -1, 0
+	text := fmt.Sprintf("%d %s\n", code, statusText(code))
+	w.handler.Set("Content-Type", "text/plain; charset=utf-8")
+	w.handler.Set("X-Content-Type-Options", "nosniff")
+	w.handler.Set("Content-Length", strconv.Itoa(len(text)))
 	w.WriteHeader(code)
-	fmt.Fprintf(w, "%d %s\n", code, statusText(code))
+	io.WriteString(w, text)
 }
 
 // finish sends the rest of the answer.
-func (w *responseWriter) finish() {
+func (w *responseWriter) finish() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	_ = w.FlushError()
+	return w.FlushError()
 }
 
 // abort cuts the answer off: what is buffered is dropped and the

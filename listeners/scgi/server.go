@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +21,24 @@ import (
 const (
 	defaultMaxHeader = 64 << 10
 	defaultMaxBody   = 10 << 20
+)
+
+const (
+	// lingerTime bounds how long a connection is drained of input nobody
+	// read before it is closed (less when Timeout is shorter).
+	lingerTime = 500 * time.Millisecond
+	// lingerMax bounds how many bytes a refused request's connection is
+	// drained of.
+	lingerMax = 64 << 20
+)
+
+var (
+	// errClientGone is the cause of a request's context cancelled because
+	// the front server closed the connection.
+	errClientGone = errors.New("scgi: the client closed the connection")
+	// errConnDone is the cause of a request's context cancelled because
+	// its exchange is over.
+	errConnDone = errors.New("scgi: connection closed")
 )
 
 // Dispatcher answers requests for a listener. Implementations are safe for
@@ -42,10 +61,12 @@ type Config struct {
 	// MaxBody bounds CONTENT_LENGTH (10 MiB when not positive); a larger
 	// body is answered with Status: 413 without being read.
 	MaxBody int64
-	// Timeout bounds a connection's request: its header block and body
-	// must arrive within Timeout of the accept. It also bounds every write
-	// of the answer, so a front server that stops reading is cut off. The
-	// handler's own time is the dispatcher's business. 0 means none.
+	// Timeout bounds a connection's traffic, not the handler's work: the
+	// whole request, header block and body, must arrive within Timeout of
+	// the accept (a read deadline; a client that sends nothing or stalls
+	// is closed then, with a log line), and every write of the answer must
+	// complete within Timeout of its start (a write deadline per write, so
+	// a front server that stops reading is cut off). 0 means none.
 	Timeout time.Duration
 	Logger  *slog.Logger // nil = slog.Default()
 }
@@ -54,8 +75,8 @@ type Config struct {
 type Stats struct {
 	Connections int64 `json:"connections"` // open now
 	Accepted    int64 `json:"accepted"`    // since start
-	Requests    int64 `json:"requests"`    // dispatched or refused
-	Errors      int64 `json:"errors"`      // malformed requests, failed dispatches, panics
+	Requests    int64 `json:"requests"`    // dispatched, or refused with 413 or 503
+	Errors      int64 `json:"errors"`      // failed dispatches, panics, refused, malformed and incomplete requests
 }
 
 // Server is one SCGI listener front end. Its methods are safe for
@@ -70,9 +91,12 @@ type Server struct {
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{} // guarded by mu
-	conns    map[net.Conn]struct{}     // connections being served; guarded by mu
-	shutdown bool                      // guarded by mu
-	changed  chan struct{}             // a connection ended; buffered 1
+	conns    map[*conn]struct{}        // connections being served; guarded by mu
+	shutdown bool                      // Shutdown has begun; guarded by mu
+	forced   bool                      // a Shutdown's ctx ended and it closed conns; guarded by mu
+	idle     chan struct{}             // closed once shutdown is set and conns is empty
+	isIdle   bool                      // idle is closed; guarded by mu
+	done     chan struct{}             // closed when shutdown is set
 
 	open     atomic.Int64
 	accepted atomic.Int64
@@ -97,8 +121,9 @@ func New(cfg Config, d Dispatcher) *Server {
 		timeout:   cfg.Timeout,
 		log:       log.With("listener", cfg.Name, "protocol", "scgi"),
 		lns:       make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
-		changed:   make(chan struct{}, 1),
+		conns:     make(map[*conn]struct{}),
+		idle:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if s.maxHeader <= 0 {
 		s.maxHeader = defaultMaxHeader
@@ -149,90 +174,145 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.isShutdown() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) ||
-				!errors.Is(err, net.ErrClosed) && isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) || !isTemporary(err) {
+				return fmt.Errorf("scgi listener %s: %w", s.name, err)
 			}
-			return fmt.Errorf("scgi listener %s: %w", s.name, err)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "delay", backoff, "error", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+			}
+			continue
 		}
 		backoff = 0
-		s.accepted.Add(1)
-		// A connection accepted while Shutdown begins is served all the
-		// same: Shutdown waits for it.
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.open.Add(1)
-		go s.serveConn(c)
+		cc := s.track(c)
+		if cc == nil {
+			// Shutdown has stopped waiting: this connection fares as one
+			// still in the listener's backlog.
+			c.Close()
+			return nil
+		}
+		go s.serveConn(cc)
+	}
+}
+
+// track registers an accepted connection, or returns nil when Shutdown no
+// longer waits for connections. A connection accepted while a Shutdown
+// waits is served all the same, and waited for.
+func (s *Server) track(c net.Conn) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isIdle || s.forced {
+		return nil
+	}
+	cc := newConn(c)
+	s.conns[cc] = struct{}{}
+	s.accepted.Add(1)
+	s.open.Add(1)
+	return cc
+}
+
+// untrack forgets a connection that has been closed.
+func (s *Server) untrack(cc *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, cc)
+	s.open.Add(-1)
+	s.checkIdleLocked()
+}
+
+// checkIdleLocked closes idle once Shutdown has begun and no connection is
+// left.
+func (s *Server) checkIdleLocked() {
+	if s.shutdown && len(s.conns) == 0 && !s.isIdle {
+		s.isIdle = true
+		close(s.idle)
 	}
 }
 
 // isTemporary reports errors an accept loop should retry: running out of
-// file descriptors or memory.
+// file descriptors, buffers or memory, or a connection aborted before it
+// was accepted.
 func isTemporary(err error) bool {
-	var errno interface{ Temporary() bool }
-	return errors.As(err, &errno) && errno.Temporary()
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) isShutdown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.shutdown
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
-// Shutdown stops accepting, then waits until every accepted connection has
-// had its answer written, or until ctx ends; then it closes what remains
-// and returns ctx's error. It is safe to call before or without Serve, and
-// more than once.
+// Shutdown stops accepting (it closes the listeners Serve accepts from),
+// then waits until every accepted connection has finished its exchange —
+// in SCGI an accepted connection always carries a request in flight — or
+// until ctx ends. Then it closes the connections that remain, cancels
+// their requests' contexts, waits for their goroutines (a Dispatch must
+// return once its request's context is cancelled) and returns ctx's error.
+// It is safe to call before, without or concurrently with Serve, and more
+// than once, also concurrently.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.shutdown = true
+	if !s.shutdown {
+		s.shutdown = true
+		close(s.done)
+	}
 	for ln := range s.lns {
 		ln.Close()
 	}
+	s.checkIdleLocked()
 	s.mu.Unlock()
-	var err error
-	done := ctx.Done()
-	for {
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n == 0 {
-			if err != nil {
-				return fmt.Errorf("scgi listener %s: shutdown: %w", s.name, err)
-			}
-			return nil
-		}
-		select {
-		case <-s.changed:
-		case <-done:
-			// Close what remains; the connections' goroutines end
-			// promptly once their sockets are closed.
-			err, done = ctx.Err(), nil
-			s.mu.Lock()
-			for c := range s.conns {
-				c.Close()
-			}
-			s.mu.Unlock()
-		}
+	select {
+	case <-s.idle:
+		return nil
+	case <-ctx.Done():
 	}
+	s.mu.Lock()
+	s.forced = true
+	for cc := range s.conns {
+		cc.forceClose(context.Cause(ctx))
+	}
+	s.mu.Unlock()
+	<-s.idle
+	return fmt.Errorf("scgi listener %s: shutdown: %w", s.name, ctx.Err())
 }
 
-// serveConn answers the one request of c and closes it.
-func (s *Server) serveConn(c net.Conn) {
+// conn is one accepted connection, which carries one request.
+type conn struct {
+	c      net.Conn
+	ctx    context.Context // the request's context
+	cancel context.CancelCauseFunc
+}
+
+func newConn(c net.Conn) *conn {
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), http.LocalAddrContextKey, c.LocalAddr()))
+	return &conn{c: c, ctx: ctx, cancel: cancel}
+}
+
+// forceClose cuts the connection for a Shutdown whose ctx ended.
+func (cc *conn) forceClose(cause error) {
+	cc.cancel(fmt.Errorf("scgi: shutdown: %w", cause))
+	cc.c.Close()
+}
+
+// serveConn answers the one request of cc and closes it.
+func (s *Server) serveConn(cc *conn) {
+	c := cc.c
 	defer func() {
 		c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.open.Add(-1)
-		select {
-		case s.changed <- struct{}{}:
-		default:
-		}
+		cc.cancel(errConnDone)
+		s.untrack(cc)
 	}()
 	remote := c.RemoteAddr().String()
 	if s.timeout > 0 {
@@ -240,16 +320,15 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	br := bufio.NewReaderSize(c, 4<<10)
 	h, err := ReadRequest(br, s.maxHeader)
+	var r *http.Request
+	if err == nil {
+		r, err = NewRequest(h)
+	}
 	if err != nil {
-		s.badRequest(c, remote, err)
+		s.badRequest(c, br, remote, err)
 		return
 	}
 	s.requests.Add(1)
-	r, err := NewRequest(h)
-	if err != nil {
-		s.badRequest(c, remote, err)
-		return
-	}
 	if r.RemoteAddr == "" {
 		r.RemoteAddr = remote
 	}
@@ -259,28 +338,67 @@ func (s *Server) serveConn(c net.Conn) {
 		s.log.Warn("request body too large", "remote", remote, "content_length", r.ContentLength, "max_body", s.maxBody)
 		w.error(http.StatusRequestEntityTooLarge)
 		w.finish()
+		s.linger(c, br)
 		return
 	}
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.LocalAddr()))
-	defer cancel()
-	watch := &clientWatch{c: c, br: br, cancel: cancel, timeout: s.timeout}
+	watch := &clientWatch{c: c, br: br, cancel: cc.cancel}
 	defer watch.stop()
+	b := &body{r: br, left: r.ContentLength, atEOF: watch.start, cutShort: watch.lost}
 	if r.ContentLength == 0 {
 		r.Body = http.NoBody
 		watch.start()
 	} else {
-		r.Body = &body{r: br, left: r.ContentLength, atEOF: watch.start}
+		r.Body = b
 	}
-	r = r.WithContext(ctx)
-	s.dispatch(w, r)
-	w.finish()
+	r = r.WithContext(cc.ctx)
+	if !s.dispatch(w, r) {
+		// Cut off: no lingering, so that the front server sees a reset.
+		return
+	}
+	watch.stop()
+	if watch.gone.Load() && !w.wroteHeader {
+		// Nobody is left to read an answer; an implicit 200 would be a lie.
+		s.log.Debug("client went away", "method", r.Method, "uri", r.RequestURI, "remote", r.RemoteAddr)
+		return
+	}
+	if err := w.finish(); err != nil {
+		s.log.Debug("writing the answer failed", "method", r.Method, "uri", r.RequestURI, "remote", r.RemoteAddr, "error", err)
+		return
+	}
+	if b.unread() > 0 {
+		// The handler left part of the body unread: closing now would
+		// reset the connection under the answer. nginx stops sending the
+		// body once it has the answer's head, so end the answer first.
+		s.linger(c, br)
+	}
+}
+
+// lingerTime bounds how long a connection is drained of input nobody read
+// before it is closed.
+func (s *Server) lingerTime() time.Duration {
+	if s.timeout > 0 {
+		return min(s.timeout, lingerTime)
+	}
+	return lingerTime
+}
+
+// linger half-closes c once its answer is written, and drains what the
+// client still sends until it closes its end too, for a while, so that the
+// client reads the answer rather than a reset caused by closing with
+// unread input.
+func (s *Server) linger(c net.Conn, br *bufio.Reader) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(s.lingerTime()))
+	_, _ = io.CopyN(io.Discard, br, lingerMax)
 }
 
 // badRequest answers a request that could not be read.
-func (s *Server) badRequest(c net.Conn, remote string, err error) {
+func (s *Server) badRequest(c net.Conn, br *bufio.Reader, remote string, err error) {
 	var ne net.Error
 	switch {
-	case errors.Is(err, io.EOF):
+	case err == io.EOF:
 		// A connection closed without a request: a health check.
 		s.log.Debug("connection closed without a request", "remote", remote)
 		return
@@ -297,11 +415,14 @@ func (s *Server) badRequest(c net.Conn, remote string, err error) {
 	s.log.Warn("malformed request", "remote", remote, "error", err)
 	w := newResponseWriter(c, nil, s.timeout)
 	w.error(http.StatusBadRequest)
-	w.finish()
+	if w.finish() == nil {
+		s.linger(c, br)
+	}
 }
 
 // dispatch hands r to the dispatcher and turns its failures into answers.
-func (s *Server) dispatch(w *responseWriter, r *http.Request) {
+// It reports false when the answer was cut off and the connection reset.
+func (s *Server) dispatch(w *responseWriter, r *http.Request) (ok bool) {
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -309,20 +430,22 @@ func (s *Server) dispatch(w *responseWriter, r *http.Request) {
 		}
 		s.errors.Add(1)
 		if v != http.ErrAbortHandler {
-			s.log.Error("dispatcher panic", "method", r.Method, "uri", r.RequestURI,
+			s.log.Error("dispatcher panic", "method", r.Method, "uri", r.RequestURI, "remote", r.RemoteAddr,
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 		if v == http.ErrAbortHandler || w.headSent {
 			w.abort()
+			ok = false
 			return
 		}
 		w.error(http.StatusInternalServerError)
+		ok = true
 	}()
 	ref := s.d.Load()
 	if ref.d == nil {
 		s.errors.Add(1)
 		w.error(http.StatusServiceUnavailable)
-		return
+		return true
 	}
 	if err := ref.d.Dispatch(w, r); err != nil {
 		s.errors.Add(1)
@@ -333,16 +456,20 @@ func (s *Server) dispatch(w *responseWriter, r *http.Request) {
 			w.error(http.StatusBadGateway)
 		}
 	}
+	return true
 }
 
 // body is the request body: exactly left more bytes of the connection.
 type body struct {
-	mu     sync.Mutex // serialises Reads
-	r      *bufio.Reader
-	left   int64       // guarded by mu
-	err    error       // sticky; guarded by mu
-	atEOF  func()      // called once the whole body has been read; guarded by mu
-	closed atomic.Bool // Close never waits for a Read that blocks
+	mu    sync.Mutex // serialises Reads
+	r     *bufio.Reader
+	left  int64  // guarded by mu
+	err   error  // sticky; guarded by mu
+	atEOF func() // called once the whole body has been read; guarded by mu
+	// cutShort is called when the connection ends before the body: the
+	// front server has gone.
+	cutShort func()
+	closed   atomic.Bool // Close never waits for a Read that blocks
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -369,6 +496,9 @@ func (b *body) Read(p []byte) (int, error) {
 		return n, io.EOF
 	case errors.Is(err, io.EOF):
 		b.err = fmt.Errorf("scgi: body ended %d bytes short: %w", b.left, io.ErrUnexpectedEOF)
+		if b.cutShort != nil {
+			b.cutShort()
+		}
 		return n, b.err
 	case err != nil:
 		b.err = err
@@ -388,15 +518,26 @@ func (b *body) Close() error {
 	return nil
 }
 
+// unread returns how much of the body is left in the connection. It is for
+// after the handler returned, when no Read can be running.
+func (b *body) unread() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0
+	}
+	return b.left
+}
+
 // clientWatch notices a front server that closes the connection while the
 // answer is being made — how nginx says its client went away — and
 // cancels the request's context. It reads only once the body has been read
 // whole, so it never competes with the handler for the body.
 type clientWatch struct {
-	c       net.Conn
-	br      *bufio.Reader
-	cancel  context.CancelFunc
-	timeout time.Duration
+	c      net.Conn
+	br     *bufio.Reader
+	cancel context.CancelCauseFunc
+	gone   atomic.Bool // the client closed the connection
 
 	mu      sync.Mutex
 	running bool
@@ -416,16 +557,19 @@ func (w *clientWatch) start() {
 	_ = w.c.SetReadDeadline(time.Time{})
 	go func() {
 		defer close(w.done)
-		if _, err := w.br.ReadByte(); err != nil {
-			w.mu.Lock()
-			stopped := w.stopped
-			w.mu.Unlock()
-			if !stopped {
-				w.cancel()
-			}
+		// A deadline (stop's, or one the handler set) is not the client
+		// going; a byte after the body breaks the protocol but is ignored.
+		if _, err := w.br.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			w.lost()
 		}
-		// A byte after the body breaks the protocol; it is ignored.
 	}()
+}
+
+// lost records that the client closed the connection, and cancels the
+// request.
+func (w *clientWatch) lost() {
+	w.gone.Store(true)
+	w.cancel(errClientGone)
 }
 
 // stop ends the watch and waits for its goroutine.

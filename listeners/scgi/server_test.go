@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
 // echo answers with what it saw of the request, as JSON.
@@ -216,8 +218,9 @@ var malformedCases = []struct {
 	{"length not a number", "x:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", 400, "unexpected byte"},
 	{"empty length", ":CONTENT_LENGTH\x000\x00,", 400, "unexpected byte"},
 	{"leading zero", "024:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", 400, "leading zero"},
-	{"too many digits", "12345678901:", 400, "too long"},
+	{"too many digits", "12345678901:", 400, "more than"},
 	{"length over the limit", "99999:", 400, "more than"},
+	{"missing colon", "24CONTENT_LENGTH\x000\x00SCGI\x001\x00,", 400, "unexpected byte"},
 	{"missing comma", "24:CONTENT_LENGTH\x000\x00SCGI\x001\x00;", 400, "comma"},
 	{"block without final NUL", "23:CONTENT_LENGTH\x000\x00SCGI\x001,", 400, "NUL"},
 	{"name without value", ns("CONTENT_LENGTH\x000\x00SCGI\x00"), 400, "no value"},
@@ -277,8 +280,33 @@ func waitLog(t *testing.T, ts *testServer, before, want string) {
 }
 
 // TestShortBody: the front server declares more body than it sends. The
-// handler's read fails, the server does not hang, and no 200 comes back.
+// handler's read fails, the server does not hang, and no 200 comes back:
+// the handler's own answer if it gives one, else nothing.
 func TestShortBody(t *testing.T) {
+	t.Run("handler answers", testShortBodyAnswered)
+	t.Run("handler ignores the error", func(t *testing.T) {
+		causes := make(chan error, 1)
+		ts := startServer(t, "unix", Config{}, handlerDispatcher{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.ReadAll(r.Body); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("body read: %v, want io.ErrUnexpectedEOF", err)
+			}
+			causes <- context.Cause(r.Context())
+		})})
+		raw := encode(strings.Repeat("x", 100), "REQUEST_METHOD", "POST", "REQUEST_URI", "/")
+		c := ts.dial(t)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		c.Write(raw[:len(raw)-40])
+		c.(*net.UnixConn).CloseWrite()
+		if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+			t.Errorf("answer %q, %v; want none", b, err)
+		}
+		if err := <-causes; !errors.Is(err, errClientGone) {
+			t.Errorf("request context: %v, want errClientGone", err)
+		}
+	})
+}
+
+func testShortBodyAnswered(t *testing.T) {
 	ts := startServer(t, "unix", Config{}, handlerDispatcher{h: echo})
 	raw := encode(strings.Repeat("x", 100), "REQUEST_METHOD", "POST", "REQUEST_URI", "/")
 	c := ts.dial(t)
@@ -371,6 +399,7 @@ func TestClientGone(t *testing.T) {
 // TestShutdownRightAfterServe: stopping a listener a moment after it
 // started never deadlocks (the habitat gateway's race).
 func TestShutdownRightAfterServe(t *testing.T) {
+	testutil.CheckGoroutines(t)
 	for i := range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
