@@ -233,23 +233,25 @@ plugin = "` + plugin + `"
 		t.Fatalf("after re-routing: %q %v", txt, err)
 	}
 	reload(base)
-	for _, network := range []string{"udp", "tcp"} {
-		var err error
+	// A removed listener stops gracefully in the background; then both
+	// its ports are free.
+	free := func(network string) error {
 		if network == "udp" {
-			var pc net.PacketConn
-			if pc, err = net.ListenPacket("udp", addr); err == nil {
+			pc, err := net.ListenPacket("udp", addr)
+			if err == nil {
 				pc.Close()
 			}
-		} else {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", addr); err == nil {
-				ln.Close()
-			}
+			return err
 		}
-		if err != nil {
-			t.Errorf("%s port still bound after the listener was removed: %v", network, err)
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
 		}
+		return err
 	}
+	testutil.WaitFor(t, 10*time.Second, "the removed listener's UDP and TCP ports to be free", func() bool {
+		return free("udp") == nil && free("tcp") == nil
+	})
 }
 
 func zoneBin(t testing.TB, version string) string {
