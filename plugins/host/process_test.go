@@ -404,9 +404,10 @@ func TestStartCancel(t *testing.T) {
 	spec.Env = append(spec.Env, "PIDFILE="+pidFile)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// Cancel once the program runs.
+		// Cancel once the program runs and has written its pid (the file
+		// exists a moment before it holds the pid).
 		for {
-			if _, err := os.Stat(pidFile); err == nil {
+			if b, err := os.ReadFile(pidFile); err == nil && len(b) > 0 {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
