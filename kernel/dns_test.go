@@ -79,21 +79,29 @@ func TestDNSProbeWithDig(t *testing.T) {
 	}
 }
 
-// TestDNSSwapUnderLoad queries at a high rate over UDP and TCP while the
-// plugin is swapped ten times: every query is answered, none with SERVFAIL.
-func TestDNSSwapUnderLoad(t *testing.T) {
-	bin := buildVersions(t, "v1", "v2", "v3")
-	tk := startKernel(t, dnsConfig("probe", ""), map[string]string{"probe": bin["v1"]})
-	addr := tk.dnsAddr("dns")
-	exe := filepath.Join(tk.dir, "plugins", "probe")
+// dnsSwapLoad is what swapDNSUnderLoad counted.
+type dnsSwapLoad struct {
+	ok, fails int64
+	errs      []string
+	byLabel   map[string]int64 // answers by the label check gave them
+}
 
+// swapDNSUnderLoad runs eight clients, half over UDP and half over TCP,
+// asking the kernel's "dns" listener query(client, n) in a loop, while the
+// executable of plugin is replaced ten times by the builds in bin (v1, v2,
+// v3, alternately by rename and in place). check accepts an answer and
+// labels it.
+func swapDNSUnderLoad(t *testing.T, tk *testKernel, plugin string, bin map[string]string,
+	query func(client, n int) *dns.Msg, check func(*dns.Msg) (label string, ok bool)) dnsSwapLoad {
+	t.Helper()
+	addr := tk.dnsAddr("dns")
+	exe := filepath.Join(tk.dir, "plugins", plugin)
 	ctx, stop := context.WithCancel(context.Background())
 	var (
 		wg        sync.WaitGroup
 		ok, fails atomic.Int64
 		mu        sync.Mutex
-		errs      []string
-		versions  = map[string]int64{}
+		res       = dnsSwapLoad{byLabel: map[string]int64{}}
 	)
 	defer func() {
 		stop()
@@ -105,45 +113,67 @@ func TestDNSSwapUnderLoad(t *testing.T) {
 			defer wg.Done()
 			c := &dns.Client{Net: []string{"udp", "tcp"}[i%2], Timeout: 5 * time.Second}
 			for n := 0; ctx.Err() == nil; n++ {
-				q := new(dns.Msg)
-				q.SetQuestion(fmt.Sprintf("q%d-%d.example.", i, n), dns.TypeTXT)
-				r, _, err := c.Exchange(q, addr)
-				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-					fails.Add(1)
-					mu.Lock()
-					if len(errs) < 10 {
-						errs = append(errs, fmt.Sprintf("%s: %v %v", c.Net, r, err))
-					}
-					mu.Unlock()
-					continue
+				r, _, err := c.Exchange(query(i, n), addr)
+				label, good := "", false
+				if err == nil && r.Rcode == dns.RcodeSuccess {
+					label, good = check(r)
 				}
-				ok.Add(1)
-				txt := r.Answer[0].(*dns.TXT).Txt[0]
 				mu.Lock()
-				versions[strings.Fields(txt)[1]]++
+				if good {
+					res.byLabel[label]++
+				} else if len(res.errs) < 10 {
+					res.errs = append(res.errs, fmt.Sprintf("%s: %v %v", c.Net, r, err))
+				}
 				mu.Unlock()
+				if good {
+					ok.Add(1)
+				} else {
+					fails.Add(1)
+				}
 			}
 		}()
 	}
 	for i := 1; i <= 10; i++ {
-		before := tk.plugin("probe")
-		next := []string{"v1", "v2", "v3"}[i%3]
-		replace(t, bin[next], exe, i%2 == 0)
+		before := tk.plugin(plugin)
+		replace(t, bin[[]string{"v1", "v2", "v3"}[i%3]], exe, i%2 == 0)
 		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
-			return tk.plugin("probe").Generation == before.Generation+1
+			return tk.plugin(plugin).Generation == before.Generation+1
 		})
 		n := ok.Load()
 		testutil.WaitFor(t, 20*time.Second, "answers after the swap", func() bool { return ok.Load() > n+100 })
 	}
 	stop()
 	wg.Wait()
-	if n := fails.Load(); n != 0 {
-		t.Errorf("%d of %d queries failed during 10 swaps; first: %v", n, n+ok.Load(), errs)
+	res.ok, res.fails = ok.Load(), fails.Load()
+	return res
+}
+
+// TestDNSSwapUnderLoad queries at a high rate over UDP and TCP while the
+// plugin is swapped ten times: every query is answered, none with SERVFAIL.
+func TestDNSSwapUnderLoad(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2", "v3")
+	tk := startKernel(t, dnsConfig("probe", ""), map[string]string{"probe": bin["v1"]})
+	res := swapDNSUnderLoad(t, tk, "probe", bin, func(client, n int) *dns.Msg {
+		q := new(dns.Msg)
+		q.SetQuestion(fmt.Sprintf("q%d-%d.example.", client, n), dns.TypeTXT)
+		return q
+	}, func(r *dns.Msg) (string, bool) {
+		if len(r.Answer) != 1 {
+			return "", false
+		}
+		txt, ok := r.Answer[0].(*dns.TXT)
+		if !ok || len(strings.Fields(txt.Txt[0])) < 2 {
+			return "", false
+		}
+		return strings.Fields(txt.Txt[0])[1], true // the version
+	})
+	if res.fails != 0 {
+		t.Errorf("%d of %d queries failed during 10 swaps; first: %v", res.fails, res.fails+res.ok, res.errs)
 	}
-	if len(versions) != 3 {
-		t.Errorf("answers by version: %v", versions)
+	if len(res.byLabel) != 3 {
+		t.Errorf("answers by version: %v", res.byLabel)
 	}
-	t.Logf("%d queries over UDP and TCP during 10 swaps, %d failed; by version %v", ok.Load(), fails.Load(), versions)
+	t.Logf("%d queries over UDP and TCP during 10 swaps, %d failed; by version %v", res.ok, res.fails, res.byLabel)
 }
 
 // TestDNSFaults: a query that crashes the plugin, and one that outlives
@@ -373,61 +403,20 @@ func sections(out string) (answer, authority string) {
 // TCP while it is swapped ten times: no query is lost or answered with
 // SERVFAIL.
 func TestZoneSwapUnderLoad(t *testing.T) {
-	bins := map[string]string{}
+	bin := map[string]string{}
 	for _, v := range []string{"v1", "v2", "v3"} {
-		bins[v] = zoneBin(t, v)
+		bin[v] = zoneBin(t, v)
 	}
-	tk := startZone(t, bins["v1"])
-	addr := tk.dnsAddr("dns")
-	exe := filepath.Join(tk.dir, "plugins", "zone")
-	ctx, stop := context.WithCancel(context.Background())
-	var (
-		wg        sync.WaitGroup
-		ok, fails atomic.Int64
-		mu        sync.Mutex
-		errs      []string
-	)
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &dns.Client{Net: []string{"udp", "tcp"}[i%2], Timeout: 5 * time.Second}
-			for ctx.Err() == nil {
-				q := new(dns.Msg)
-				q.SetQuestion("www.example.test.", dns.TypeA)
-				r, _, err := c.Exchange(q, addr)
-				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-					fails.Add(1)
-					mu.Lock()
-					if len(errs) < 10 {
-						errs = append(errs, fmt.Sprintf("%s: %v %v", c.Net, r, err))
-					}
-					mu.Unlock()
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
+	tk := startZone(t, bin["v1"])
+	res := swapDNSUnderLoad(t, tk, "zone", bin, func(int, int) *dns.Msg {
+		q := new(dns.Msg)
+		q.SetQuestion("www.example.test.", dns.TypeA)
+		return q
+	}, func(r *dns.Msg) (string, bool) { return "", len(r.Answer) == 1 })
+	if res.fails != 0 {
+		t.Errorf("%d of %d queries lost or failed during 10 swaps; first: %v", res.fails, res.fails+res.ok, res.errs)
 	}
-	for i := 1; i <= 10; i++ {
-		before := tk.plugin("zone")
-		replace(t, bins[[]string{"v1", "v2", "v3"}[i%3]], exe, i%2 == 0)
-		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("generation %d", before.Generation+1), func() bool {
-			return tk.plugin("zone").Generation == before.Generation+1
-		})
-		n := ok.Load()
-		testutil.WaitFor(t, 20*time.Second, "answers after the swap", func() bool { return ok.Load() > n+100 })
-	}
-	stop()
-	wg.Wait()
-	if n := fails.Load(); n != 0 {
-		t.Errorf("%d of %d queries lost or failed during 10 swaps; first: %v", n, n+ok.Load(), errs)
-	}
-	t.Logf("%d queries to the zone plugin over UDP and TCP during 10 swaps, %d lost or failed", ok.Load(), fails.Load())
+	t.Logf("%d queries to the zone plugin over UDP and TCP during 10 swaps, %d lost or failed", res.ok, res.fails)
 }
 
 // TestZoneBrokenKeepsOld: a config reload that points the zone plugin at a
