@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/switchyard-dev/switchyard/plugins/host"
@@ -54,12 +55,12 @@ func (s slotStore) Delete(ctx context.Context, key string) error {
 }
 
 func (s slotStore) List(ctx context.Context, prefix string) ([]*proto.Entry, error) {
-	full := s.slot + "/" + prefix
-	if len(prefix) >= len(state.SharedPrefix) && prefix[:len(state.SharedPrefix)] == state.SharedPrefix {
-		full = prefix
-	}
 	if !utf8.ValidString(prefix) || len(prefix) > state.MaxKey {
 		return nil, fmt.Errorf("%w: prefix %q", host.ErrBadKey, prefix)
+	}
+	full := s.slot + "/" + prefix
+	if strings.HasPrefix(prefix, state.SharedPrefix) {
+		full = prefix
 	}
 	es, err := s.st.List(ctx, full)
 	if err != nil {
