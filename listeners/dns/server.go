@@ -183,13 +183,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	// miekg/dns does not wait for the handlers of UDP queries: wait for
 	// them here, and cancel what ctx does not leave time for.
-	for {
-		s.mu.Lock()
-		n := s.active
-		s.mu.Unlock()
-		if n == 0 {
-			break
-		}
+	for s.activeCount() > 0 {
 		select {
 		case <-s.left:
 		case <-ctx.Done():
