@@ -24,6 +24,25 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]*proto.Entry, error)
 }
 
+// Conns are the line connections the Host service lets one plugin reach:
+// those of the listeners that route to it. Errors wrapping ErrNoConn and
+// ErrConnFull reach the plugin as NOT_FOUND and RESOURCE_EXHAUSTED.
+type Conns interface {
+	// Send queues data on connection id without waiting for the client.
+	Send(ctx context.Context, id uint64, data []byte) error
+	// Close ends connection id's session gracefully, without waiting.
+	Close(ctx context.Context, id uint64) error
+	// List returns the live connections (of listener, unless it is ""),
+	// with their session state.
+	List(ctx context.Context, listener string) ([]*proto.Conn, error)
+}
+
+// Errors of Conns.
+var (
+	ErrNoConn   = errors.New("host: no such connection")
+	ErrConnFull = errors.New("host: connection output full")
+)
+
 // Errors a Store returns for the plugin's mistakes.
 var (
 	ErrNoKey  = errors.New("host: no such key")
@@ -35,8 +54,8 @@ var (
 // pid) and keeping its keys in store; a nil store answers UNAVAILABLE.
 // Start serves it to each process it launches; harnesses such as sdktest
 // serve it themselves.
-func NewHostService(log *slog.Logger, store Store) proto.HostServer {
-	return &hostServer{log: log, store: store}
+func NewHostService(log *slog.Logger, store Store, conns Conns) proto.HostServer {
+	return &hostServer{log: log, store: store, conns: conns}
 }
 
 // hostServer is the kernel's Host service for one plugin process.
@@ -44,6 +63,7 @@ type hostServer struct {
 	proto.UnimplementedHostServer
 	log   *slog.Logger
 	store Store // nil: no store
+	conns Conns // nil: no line connections
 }
 
 func (h *hostServer) Log(ctx context.Context, req *proto.LogRequest) (*proto.LogResponse, error) {
@@ -101,7 +121,52 @@ func (h *hostServer) List(ctx context.Context, req *proto.ListRequest) (*proto.L
 	return &proto.ListResponse{Entries: es}, nil
 }
 
-var errNoStore = status.Error(codes.Unavailable, "the kernel has no store")
+func (h *hostServer) Send(ctx context.Context, req *proto.SendRequest) (*proto.SendResponse, error) {
+	if h.conns == nil {
+		return nil, errNoConns
+	}
+	if err := h.conns.Send(ctx, req.GetConnId(), req.GetData()); err != nil {
+		return nil, connStatus(err)
+	}
+	return &proto.SendResponse{}, nil
+}
+
+func (h *hostServer) Close(ctx context.Context, req *proto.CloseRequest) (*proto.CloseResponse, error) {
+	if h.conns == nil {
+		return nil, errNoConns
+	}
+	if err := h.conns.Close(ctx, req.GetConnId()); err != nil {
+		return nil, connStatus(err)
+	}
+	return &proto.CloseResponse{}, nil
+}
+
+func (h *hostServer) Conns(ctx context.Context, req *proto.ConnsRequest) (*proto.ConnsResponse, error) {
+	if h.conns == nil {
+		return &proto.ConnsResponse{}, nil
+	}
+	cs, err := h.conns.List(ctx, req.GetListener())
+	if err != nil {
+		return nil, connStatus(err)
+	}
+	return &proto.ConnsResponse{Conns: cs}, nil
+}
+
+var (
+	errNoStore = status.Error(codes.Unavailable, "the kernel has no store")
+	errNoConns = status.Error(codes.NotFound, "the plugin has no line connections")
+)
+
+// connStatus maps a Conns error to the gRPC status the plugin sees.
+func connStatus(err error) error {
+	switch {
+	case errors.Is(err, ErrNoConn):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrConnFull):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return storeStatus(err)
+}
 
 // storeStatus maps a Store error to the gRPC status the plugin sees.
 func storeStatus(err error) error {

@@ -49,6 +49,9 @@ type Spec struct {
 	// Store is the shared store the Host service offers the plugin; nil
 	// offers none.
 	Store Store
+	// Conns are the line connections the Host service lets the plugin
+	// reach; nil offers none.
+	Conns Conns
 }
 
 // Process is a running plugin executable and the Client that talks to it.
@@ -75,7 +78,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 		r         *procRunner // guarded by mu
 		socketDir string      // go-plugin's directory for this process; guarded by mu
 	)
-	hp := &hostPlugin{log: spec.Logger, store: spec.Store, wg: new(sync.WaitGroup)}
+	hp := &hostPlugin{log: spec.Logger, store: spec.Store, conns: spec.Conns, wg: new(sync.WaitGroup)}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig: sdk.Handshake(),
 		Plugins:         goplugin.PluginSet{sdk.PluginName: hp},
@@ -225,6 +228,7 @@ type hostPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
 	log   *slog.Logger
 	store Store
+	conns Conns
 	wg    *sync.WaitGroup
 }
 
@@ -236,7 +240,7 @@ func (h *hostPlugin) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
 
 func (h *hostPlugin) GRPCClient(_ context.Context, broker *goplugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
 	id := broker.NextId()
-	srv := &hostServer{log: h.log, store: h.store}
+	srv := &hostServer{log: h.log, store: h.store, conns: h.conns}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()

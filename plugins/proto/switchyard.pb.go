@@ -36,6 +36,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LineEvent_Kind int32
+
+const (
+	LineEvent_KIND_UNSPECIFIED LineEvent_Kind = 0
+	LineEvent_OPEN             LineEvent_Kind = 1 // accepted; the reply is the greeting
+	LineEvent_LINE             LineEvent_Kind = 2 // data is one line, without its line ending
+	LineEvent_TOO_LONG         LineEvent_Kind = 3 // data is the first max_line bytes of a longer line
+	LineEvent_BLOCK            LineEvent_Kind = 4 // data is the lines a collect asked for, each ending CR LF
+	LineEvent_CLOSE            LineEvent_Kind = 5 // the session ends; reason says why
+)
+
+// Enum value maps for LineEvent_Kind.
+var (
+	LineEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "OPEN",
+		2: "LINE",
+		3: "TOO_LONG",
+		4: "BLOCK",
+		5: "CLOSE",
+	}
+	LineEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"OPEN":             1,
+		"LINE":             2,
+		"TOO_LONG":         3,
+		"BLOCK":            4,
+		"CLOSE":            5,
+	}
+)
+
+func (x LineEvent_Kind) Enum() *LineEvent_Kind {
+	p := new(LineEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x LineEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LineEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_proto_enumTypes[0].Descriptor()
+}
+
+func (LineEvent_Kind) Type() protoreflect.EnumType {
+	return &file_switchyard_proto_enumTypes[0]
+}
+
+func (x LineEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LineEvent_Kind.Descriptor instead.
+func (LineEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{11, 0}
+}
+
 type DescribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -76,10 +134,14 @@ type DescribeResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	// Protocols served: "http", "dns", and later "line", "timer".
+	// Protocols served: "http", "dns", "line", "timer".
 	Protocols []string `protobuf:"bytes,3,rep,name=protocols,proto3" json:"protocols,omitempty"`
 	// The version of the switchyard SDK protocol the plugin speaks (1).
-	SdkProtocol   uint32 `protobuf:"varint,4,opt,name=sdk_protocol,json=sdkProtocol,proto3" json:"sdk_protocol,omitempty"`
+	SdkProtocol uint32 `protobuf:"varint,4,opt,name=sdk_protocol,json=sdkProtocol,proto3" json:"sdk_protocol,omitempty"`
+	// The line the kernel sends a line client when an event could not be
+	// answered (the plugin crashed, timed out or is restarting), e.g. SMTP's
+	// "451 4.3.0 ...". Empty sends nothing.
+	LineFailReply string `protobuf:"bytes,5,opt,name=line_fail_reply,json=lineFailReply,proto3" json:"line_fail_reply,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +202,13 @@ func (x *DescribeResponse) GetSdkProtocol() uint32 {
 		return x.SdkProtocol
 	}
 	return 0
+}
+
+func (x *DescribeResponse) GetLineFailReply() string {
+	if x != nil {
+		return x.LineFailReply
+	}
+	return ""
 }
 
 type ConfigureRequest struct {
@@ -348,6 +417,8 @@ type Call struct {
 	//	*Call_Credit
 	//	*Call_Cancel
 	//	*Call_Dns
+	//	*Call_Line
+	//	*Call_Tick
 	Frame         isCall_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -449,6 +520,24 @@ func (x *Call) GetDns() *DNSQuery {
 	return nil
 }
 
+func (x *Call) GetLine() *LineEvent {
+	if x != nil {
+		if x, ok := x.Frame.(*Call_Line); ok {
+			return x.Line
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetTick() *Tick {
+	if x != nil {
+		if x, ok := x.Frame.(*Call_Tick); ok {
+			return x.Tick
+		}
+	}
+	return nil
+}
+
 type isCall_Frame interface {
 	isCall_Frame()
 }
@@ -470,7 +559,15 @@ type Call_Cancel struct {
 }
 
 type Call_Dns struct {
-	Dns *DNSQuery `protobuf:"bytes,7,opt,name=dns,proto3,oneof"` // Reserved for later protocols: line = 8, tick = 9.
+	Dns *DNSQuery `protobuf:"bytes,7,opt,name=dns,proto3,oneof"`
+}
+
+type Call_Line struct {
+	Line *LineEvent `protobuf:"bytes,8,opt,name=line,proto3,oneof"`
+}
+
+type Call_Tick struct {
+	Tick *Tick `protobuf:"bytes,9,opt,name=tick,proto3,oneof"`
 }
 
 func (*Call_Http) isCall_Frame() {}
@@ -483,6 +580,10 @@ func (*Call_Cancel) isCall_Frame() {}
 
 func (*Call_Dns) isCall_Frame() {}
 
+func (*Call_Line) isCall_Frame() {}
+
+func (*Call_Tick) isCall_Frame() {}
+
 // Reply is one frame from the plugin to the kernel. A call ends with a frame
 // whose end flag is set, or with a Failure.
 type Reply struct {
@@ -494,6 +595,8 @@ type Reply struct {
 	//	*Reply_Body
 	//	*Reply_Failure
 	//	*Reply_Dns
+	//	*Reply_Line
+	//	*Reply_Tick
 	Frame         isReply_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -579,6 +682,24 @@ func (x *Reply) GetDns() *DNSReply {
 	return nil
 }
 
+func (x *Reply) GetLine() *LineReply {
+	if x != nil {
+		if x, ok := x.Frame.(*Reply_Line); ok {
+			return x.Line
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetTick() *TickReply {
+	if x != nil {
+		if x, ok := x.Frame.(*Reply_Tick); ok {
+			return x.Tick
+		}
+	}
+	return nil
+}
+
 type isReply_Frame interface {
 	isReply_Frame()
 }
@@ -596,7 +717,15 @@ type Reply_Failure struct {
 }
 
 type Reply_Dns struct {
-	Dns *DNSReply `protobuf:"bytes,5,opt,name=dns,proto3,oneof"` // Reserved for later protocols: line = 6, tick = 7.
+	Dns *DNSReply `protobuf:"bytes,5,opt,name=dns,proto3,oneof"`
+}
+
+type Reply_Line struct {
+	Line *LineReply `protobuf:"bytes,6,opt,name=line,proto3,oneof"`
+}
+
+type Reply_Tick struct {
+	Tick *TickReply `protobuf:"bytes,7,opt,name=tick,proto3,oneof"`
 }
 
 func (*Reply_Http) isReply_Frame() {}
@@ -606,6 +735,10 @@ func (*Reply_Body) isReply_Frame() {}
 func (*Reply_Failure) isReply_Frame() {}
 
 func (*Reply_Dns) isReply_Frame() {}
+
+func (*Reply_Line) isReply_Frame() {}
+
+func (*Reply_Tick) isReply_Frame() {}
 
 // Header is one header field with all its values, in order.
 type Header struct {
@@ -939,6 +1072,445 @@ func (x *DNSReply) GetMsg() []byte {
 	return nil
 }
 
+// LineEvent is one event of a line connection. The kernel sends the events
+// of one connection one at a time, in order: OPEN first, CLOSE last.
+//
+// The kernel holds each session's state. It sends the whole map
+// (full_state) the first time a plugin process meets the session, and
+// after any event that did not complete; otherwise the plugin applies the
+// event to the copy it cached from its reply to event base_seq. A plugin
+// that has no such copy answers need_state and gets the event again with
+// the whole map. Replies carry only the keys set or deleted.
+type LineEvent struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Kind       LineEvent_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=switchyard.plugin.v1.LineEvent_Kind" json:"kind,omitempty"`
+	ConnId     uint64                 `protobuf:"varint,2,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	Listener   string                 `protobuf:"bytes,3,opt,name=listener,proto3" json:"listener,omitempty"`
+	RemoteAddr string                 `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	LocalAddr  string                 `protobuf:"bytes,5,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	Data       []byte                 `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	// BLOCK: the block passed collect.max_bytes and data is empty.
+	Overflow bool `protobuf:"varint,7,opt,name=overflow,proto3" json:"overflow,omitempty"`
+	// BLOCK: its size as it arrived, discarded bytes included.
+	Size int64 `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
+	// CLOSE: "client closed", "idle timeout", "closed by handler",
+	// "shutdown", "output overflow", "write failed" or "read failed".
+	Reason    string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	FullState bool   `protobuf:"varint,10,opt,name=full_state,json=fullState,proto3" json:"full_state,omitempty"`
+	// With full_state: the whole state.
+	State map[string][]byte `protobuf:"bytes,11,rep,name=state,proto3" json:"state,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// With full_state: the version of the plugin that wrote the state last,
+	// or "" for a session no plugin has answered. A plugin of another
+	// version may migrate it.
+	StateVersion string `protobuf:"bytes,12,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	// Numbers the connection's events; increases, never reused.
+	Seq uint64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Without full_state: the event whose reply the plugin's copy reflects.
+	BaseSeq       uint64 `protobuf:"varint,14,opt,name=base_seq,json=baseSeq,proto3" json:"base_seq,omitempty"`
+	SinceUnixNano int64  `protobuf:"varint,15,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineEvent) Reset() {
+	*x = LineEvent{}
+	mi := &file_switchyard_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineEvent) ProtoMessage() {}
+
+func (x *LineEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineEvent.ProtoReflect.Descriptor instead.
+func (*LineEvent) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LineEvent) GetKind() LineEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return LineEvent_KIND_UNSPECIFIED
+}
+
+func (x *LineEvent) GetConnId() uint64 {
+	if x != nil {
+		return x.ConnId
+	}
+	return 0
+}
+
+func (x *LineEvent) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+func (x *LineEvent) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *LineEvent) GetLocalAddr() string {
+	if x != nil {
+		return x.LocalAddr
+	}
+	return ""
+}
+
+func (x *LineEvent) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *LineEvent) GetOverflow() bool {
+	if x != nil {
+		return x.Overflow
+	}
+	return false
+}
+
+func (x *LineEvent) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *LineEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LineEvent) GetFullState() bool {
+	if x != nil {
+		return x.FullState
+	}
+	return false
+}
+
+func (x *LineEvent) GetState() map[string][]byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *LineEvent) GetStateVersion() string {
+	if x != nil {
+		return x.StateVersion
+	}
+	return ""
+}
+
+func (x *LineEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LineEvent) GetBaseSeq() uint64 {
+	if x != nil {
+		return x.BaseSeq
+	}
+	return 0
+}
+
+func (x *LineEvent) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+// LineReply answers a LineEvent and ends its call.
+type LineReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lines to send, in order; the kernel ends each with CR LF.
+	Lines [][]byte `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// Close the connection once lines are written.
+	Close bool `protobuf:"varint,2,opt,name=close,proto3" json:"close,omitempty"`
+	// The state's changes: keys set and keys deleted.
+	Set     map[string][]byte `protobuf:"bytes,3,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Deleted []string          `protobuf:"bytes,4,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// Collect the following lines, up to a terminator, into one BLOCK event.
+	Collect *LineCollect `protobuf:"bytes,5,opt,name=collect,proto3" json:"collect,omitempty"`
+	// The plugin has no copy of the state for base_seq: the kernel sends the
+	// event again with full_state. Nothing else in the reply counts.
+	NeedState     bool `protobuf:"varint,6,opt,name=need_state,json=needState,proto3" json:"need_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineReply) Reset() {
+	*x = LineReply{}
+	mi := &file_switchyard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineReply) ProtoMessage() {}
+
+func (x *LineReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineReply.ProtoReflect.Descriptor instead.
+func (*LineReply) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LineReply) GetLines() [][]byte {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *LineReply) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
+func (x *LineReply) GetSet() map[string][]byte {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *LineReply) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *LineReply) GetCollect() *LineCollect {
+	if x != nil {
+		return x.Collect
+	}
+	return nil
+}
+
+func (x *LineReply) GetNeedState() bool {
+	if x != nil {
+		return x.NeedState
+	}
+	return false
+}
+
+type LineCollect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The line that ends the block, e.g. ".".
+	Terminator string `protobuf:"bytes,1,opt,name=terminator,proto3" json:"terminator,omitempty"`
+	// Remove the first '.' of each line that begins with one (RFC 5321).
+	DotUnstuff bool `protobuf:"varint,2,opt,name=dot_unstuff,json=dotUnstuff,proto3" json:"dot_unstuff,omitempty"`
+	// Bound on the block; beyond it the block arrives with overflow set.
+	// 0 means the kernel's default (16 MiB).
+	MaxBytes      int64 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineCollect) Reset() {
+	*x = LineCollect{}
+	mi := &file_switchyard_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineCollect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineCollect) ProtoMessage() {}
+
+func (x *LineCollect) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineCollect.ProtoReflect.Descriptor instead.
+func (*LineCollect) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LineCollect) GetTerminator() string {
+	if x != nil {
+		return x.Terminator
+	}
+	return ""
+}
+
+func (x *LineCollect) GetDotUnstuff() bool {
+	if x != nil {
+		return x.DotUnstuff
+	}
+	return false
+}
+
+func (x *LineCollect) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// Tick is one run of a [[timers]] entry. Ticks of one timer never overlap:
+// a tick that falls due while the previous one runs is skipped.
+type Tick struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When the tick was due.
+	ScheduledUnixNano int64 `protobuf:"varint,2,opt,name=scheduled_unix_nano,json=scheduledUnixNano,proto3" json:"scheduled_unix_nano,omitempty"`
+	// Numbers the timer's ticks from 1, skipped ones included.
+	Count uint64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// How many ticks of this timer were skipped so far.
+	Skipped       uint64 `protobuf:"varint,4,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tick) Reset() {
+	*x = Tick{}
+	mi := &file_switchyard_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tick) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tick) ProtoMessage() {}
+
+func (x *Tick) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tick.ProtoReflect.Descriptor instead.
+func (*Tick) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Tick) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tick) GetScheduledUnixNano() int64 {
+	if x != nil {
+		return x.ScheduledUnixNano
+	}
+	return 0
+}
+
+func (x *Tick) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Tick) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+type TickReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TickReply) Reset() {
+	*x = TickReply{}
+	mi := &file_switchyard_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TickReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TickReply) ProtoMessage() {}
+
+func (x *TickReply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TickReply.ProtoReflect.Descriptor instead.
+func (*TickReply) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{15}
+}
+
 type HTTPResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Status  int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -961,7 +1533,7 @@ type HTTPResponse struct {
 
 func (x *HTTPResponse) Reset() {
 	*x = HTTPResponse{}
-	mi := &file_switchyard_proto_msgTypes[11]
+	mi := &file_switchyard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1545,7 @@ func (x *HTTPResponse) String() string {
 func (*HTTPResponse) ProtoMessage() {}
 
 func (x *HTTPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[11]
+	mi := &file_switchyard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1558,7 @@ func (x *HTTPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPResponse.ProtoReflect.Descriptor instead.
 func (*HTTPResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{11}
+	return file_switchyard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HTTPResponse) GetStatus() int32 {
@@ -1057,7 +1629,7 @@ type Body struct {
 
 func (x *Body) Reset() {
 	*x = Body{}
-	mi := &file_switchyard_proto_msgTypes[12]
+	mi := &file_switchyard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1641,7 @@ func (x *Body) String() string {
 func (*Body) ProtoMessage() {}
 
 func (x *Body) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[12]
+	mi := &file_switchyard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1654,7 @@ func (x *Body) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Body.ProtoReflect.Descriptor instead.
 func (*Body) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{12}
+	return file_switchyard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Body) GetData() []byte {
@@ -1130,7 +1702,7 @@ type Credit struct {
 
 func (x *Credit) Reset() {
 	*x = Credit{}
-	mi := &file_switchyard_proto_msgTypes[13]
+	mi := &file_switchyard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1714,7 @@ func (x *Credit) String() string {
 func (*Credit) ProtoMessage() {}
 
 func (x *Credit) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[13]
+	mi := &file_switchyard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1727,7 @@ func (x *Credit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credit.ProtoReflect.Descriptor instead.
 func (*Credit) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Credit) GetBytes() uint32 {
@@ -1176,7 +1748,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_switchyard_proto_msgTypes[14]
+	mi := &file_switchyard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1760,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[14]
+	mi := &file_switchyard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1773,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Cancel) GetReason() string {
@@ -1223,7 +1795,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_switchyard_proto_msgTypes[15]
+	mi := &file_switchyard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1807,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[15]
+	mi := &file_switchyard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1820,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Failure) GetMessage() string {
@@ -1271,7 +1843,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_switchyard_proto_msgTypes[16]
+	mi := &file_switchyard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1855,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[16]
+	mi := &file_switchyard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1868,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogRequest) GetLevel() int32 {
@@ -1337,7 +1909,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_switchyard_proto_msgTypes[17]
+	mi := &file_switchyard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1921,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[17]
+	mi := &file_switchyard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1934,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Attr) GetKey() string {
@@ -1387,7 +1959,7 @@ type LogResponse struct {
 
 func (x *LogResponse) Reset() {
 	*x = LogResponse{}
-	mi := &file_switchyard_proto_msgTypes[18]
+	mi := &file_switchyard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1971,7 @@ func (x *LogResponse) String() string {
 func (*LogResponse) ProtoMessage() {}
 
 func (x *LogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[18]
+	mi := &file_switchyard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1984,7 @@ func (x *LogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogResponse.ProtoReflect.Descriptor instead.
 func (*LogResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_proto_rawDescGZIP(), []int{23}
 }
 
 type GetRequest struct {
@@ -1424,7 +1996,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_switchyard_proto_msgTypes[19]
+	mi := &file_switchyard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +2008,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[19]
+	mi := &file_switchyard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +2021,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -1468,7 +2040,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_switchyard_proto_msgTypes[20]
+	mi := &file_switchyard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +2052,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[20]
+	mi := &file_switchyard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +2065,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetResponse) GetValue() []byte {
@@ -1513,7 +2085,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_switchyard_proto_msgTypes[21]
+	mi := &file_switchyard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +2097,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[21]
+	mi := &file_switchyard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +2110,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PutRequest) GetKey() string {
@@ -1563,7 +2135,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_switchyard_proto_msgTypes[22]
+	mi := &file_switchyard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +2147,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[22]
+	mi := &file_switchyard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +2160,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_proto_rawDescGZIP(), []int{27}
 }
 
 type DeleteRequest struct {
@@ -1600,7 +2172,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_switchyard_proto_msgTypes[23]
+	mi := &file_switchyard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2184,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[23]
+	mi := &file_switchyard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2197,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -1643,7 +2215,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_switchyard_proto_msgTypes[24]
+	mi := &file_switchyard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +2227,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[24]
+	mi := &file_switchyard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +2240,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_proto_rawDescGZIP(), []int{29}
 }
 
 type ListRequest struct {
@@ -1680,7 +2252,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_switchyard_proto_msgTypes[25]
+	mi := &file_switchyard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +2264,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[25]
+	mi := &file_switchyard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +2277,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -1724,7 +2296,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_switchyard_proto_msgTypes[26]
+	mi := &file_switchyard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +2308,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[26]
+	mi := &file_switchyard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,12 +2321,346 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListResponse) GetEntries() []*Entry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+type SendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnId        uint64                 `protobuf:"varint,1,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendRequest) Reset() {
+	*x = SendRequest{}
+	mi := &file_switchyard_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendRequest) ProtoMessage() {}
+
+func (x *SendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
+func (*SendRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SendRequest) GetConnId() uint64 {
+	if x != nil {
+		return x.ConnId
+	}
+	return 0
+}
+
+func (x *SendRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SendResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendResponse) Reset() {
+	*x = SendResponse{}
+	mi := &file_switchyard_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendResponse) ProtoMessage() {}
+
+func (x *SendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
+func (*SendResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{33}
+}
+
+type CloseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnId        uint64                 `protobuf:"varint,1,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseRequest) Reset() {
+	*x = CloseRequest{}
+	mi := &file_switchyard_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseRequest) ProtoMessage() {}
+
+func (x *CloseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
+func (*CloseRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CloseRequest) GetConnId() uint64 {
+	if x != nil {
+		return x.ConnId
+	}
+	return 0
+}
+
+type CloseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseResponse) Reset() {
+	*x = CloseResponse{}
+	mi := &file_switchyard_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseResponse) ProtoMessage() {}
+
+func (x *CloseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
+func (*CloseResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{35}
+}
+
+type ConnsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this listener's connections; "" for all of the plugin's.
+	Listener      string `protobuf:"bytes,1,opt,name=listener,proto3" json:"listener,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnsRequest) Reset() {
+	*x = ConnsRequest{}
+	mi := &file_switchyard_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnsRequest) ProtoMessage() {}
+
+func (x *ConnsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnsRequest.ProtoReflect.Descriptor instead.
+func (*ConnsRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ConnsRequest) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+type ConnsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conns         []*Conn                `protobuf:"bytes,1,rep,name=conns,proto3" json:"conns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnsResponse) Reset() {
+	*x = ConnsResponse{}
+	mi := &file_switchyard_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnsResponse) ProtoMessage() {}
+
+func (x *ConnsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnsResponse.ProtoReflect.Descriptor instead.
+func (*ConnsResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ConnsResponse) GetConns() []*Conn {
+	if x != nil {
+		return x.Conns
+	}
+	return nil
+}
+
+// Conn is one live line connection.
+type Conn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Listener      string                 `protobuf:"bytes,2,opt,name=listener,proto3" json:"listener,omitempty"`
+	RemoteAddr    string                 `protobuf:"bytes,3,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	SinceUnixNano int64                  `protobuf:"varint,4,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	State         map[string][]byte      `protobuf:"bytes,5,rep,name=state,proto3" json:"state,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conn) Reset() {
+	*x = Conn{}
+	mi := &file_switchyard_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conn) ProtoMessage() {}
+
+func (x *Conn) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conn.ProtoReflect.Descriptor instead.
+func (*Conn) Descriptor() ([]byte, []int) {
+	return file_switchyard_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Conn) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Conn) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+func (x *Conn) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *Conn) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *Conn) GetState() map[string][]byte {
+	if x != nil {
+		return x.State
 	}
 	return nil
 }
@@ -1770,7 +2676,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_switchyard_proto_msgTypes[27]
+	mi := &file_switchyard_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2688,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_proto_msgTypes[27]
+	mi := &file_switchyard_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2701,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_switchyard_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Entry) GetKey() string {
@@ -1817,12 +2723,13 @@ var File_switchyard_proto protoreflect.FileDescriptor
 const file_switchyard_proto_rawDesc = "" +
 	"\n" +
 	"\x10switchyard.proto\x12\x14switchyard.plugin.v1\"\x11\n" +
-	"\x0fDescribeRequest\"\x81\x01\n" +
+	"\x0fDescribeRequest\"\xa9\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
 	"\tprotocols\x18\x03 \x03(\tR\tprotocols\x12!\n" +
-	"\fsdk_protocol\x18\x04 \x01(\rR\vsdkProtocol\"\xec\x01\n" +
+	"\fsdk_protocol\x18\x04 \x01(\rR\vsdkProtocol\x12&\n" +
+	"\x0fline_fail_reply\x18\x05 \x01(\tR\rlineFailReply\"\xec\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x1e\n" +
 	"\n" +
@@ -1836,7 +2743,7 @@ const file_switchyard_proto_rawDesc = "" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress\"\xcd\x02\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"\xb6\x03\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
 	"\n" +
@@ -1845,14 +2752,18 @@ const file_switchyard_proto_rawDesc = "" +
 	"\x04body\x18\x04 \x01(\v2\x1a.switchyard.plugin.v1.BodyH\x00R\x04body\x126\n" +
 	"\x06credit\x18\x05 \x01(\v2\x1c.switchyard.plugin.v1.CreditH\x00R\x06credit\x126\n" +
 	"\x06cancel\x18\x06 \x01(\v2\x1c.switchyard.plugin.v1.CancelH\x00R\x06cancel\x122\n" +
-	"\x03dns\x18\a \x01(\v2\x1e.switchyard.plugin.v1.DNSQueryH\x00R\x03dnsB\a\n" +
-	"\x05frame\"\xfb\x01\n" +
+	"\x03dns\x18\a \x01(\v2\x1e.switchyard.plugin.v1.DNSQueryH\x00R\x03dns\x125\n" +
+	"\x04line\x18\b \x01(\v2\x1f.switchyard.plugin.v1.LineEventH\x00R\x04line\x120\n" +
+	"\x04tick\x18\t \x01(\v2\x1a.switchyard.plugin.v1.TickH\x00R\x04tickB\a\n" +
+	"\x05frame\"\xe9\x02\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x128\n" +
 	"\x04http\x18\x02 \x01(\v2\".switchyard.plugin.v1.HTTPResponseH\x00R\x04http\x120\n" +
 	"\x04body\x18\x03 \x01(\v2\x1a.switchyard.plugin.v1.BodyH\x00R\x04body\x129\n" +
 	"\afailure\x18\x04 \x01(\v2\x1d.switchyard.plugin.v1.FailureH\x00R\afailure\x122\n" +
-	"\x03dns\x18\x05 \x01(\v2\x1e.switchyard.plugin.v1.DNSReplyH\x00R\x03dnsB\a\n" +
+	"\x03dns\x18\x05 \x01(\v2\x1e.switchyard.plugin.v1.DNSReplyH\x00R\x03dns\x125\n" +
+	"\x04line\x18\x06 \x01(\v2\x1f.switchyard.plugin.v1.LineReplyH\x00R\x04line\x125\n" +
+	"\x04tick\x18\a \x01(\v2\x1f.switchyard.plugin.v1.TickReplyH\x00R\x04tickB\a\n" +
 	"\x05frame\"4\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -1884,7 +2795,62 @@ const file_switchyard_proto_rawDesc = "" +
 	"\n" +
 	"local_addr\x18\x05 \x01(\tR\tlocalAddr\"\x1c\n" +
 	"\bDNSReply\x12\x10\n" +
-	"\x03msg\x18\x01 \x01(\fR\x03msg\"\xe6\x01\n" +
+	"\x03msg\x18\x01 \x01(\fR\x03msg\"\x81\x05\n" +
+	"\tLineEvent\x128\n" +
+	"\x04kind\x18\x01 \x01(\x0e2$.switchyard.plugin.v1.LineEvent.KindR\x04kind\x12\x17\n" +
+	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1a\n" +
+	"\blistener\x18\x03 \x01(\tR\blistener\x12\x1f\n" +
+	"\vremote_addr\x18\x04 \x01(\tR\n" +
+	"remoteAddr\x12\x1d\n" +
+	"\n" +
+	"local_addr\x18\x05 \x01(\tR\tlocalAddr\x12\x12\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data\x12\x1a\n" +
+	"\boverflow\x18\a \x01(\bR\boverflow\x12\x12\n" +
+	"\x04size\x18\b \x01(\x03R\x04size\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"full_state\x18\n" +
+	" \x01(\bR\tfullState\x12@\n" +
+	"\x05state\x18\v \x03(\v2*.switchyard.plugin.v1.LineEvent.StateEntryR\x05state\x12#\n" +
+	"\rstate_version\x18\f \x01(\tR\fstateVersion\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x04R\x03seq\x12\x19\n" +
+	"\bbase_seq\x18\x0e \x01(\x04R\abaseSeq\x12&\n" +
+	"\x0fsince_unix_nano\x18\x0f \x01(\x03R\rsinceUnixNano\x1a8\n" +
+	"\n" +
+	"StateEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"T\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\b\n" +
+	"\x04OPEN\x10\x01\x12\b\n" +
+	"\x04LINE\x10\x02\x12\f\n" +
+	"\bTOO_LONG\x10\x03\x12\t\n" +
+	"\x05BLOCK\x10\x04\x12\t\n" +
+	"\x05CLOSE\x10\x05\"\xa1\x02\n" +
+	"\tLineReply\x12\x14\n" +
+	"\x05lines\x18\x01 \x03(\fR\x05lines\x12\x14\n" +
+	"\x05close\x18\x02 \x01(\bR\x05close\x12:\n" +
+	"\x03set\x18\x03 \x03(\v2(.switchyard.plugin.v1.LineReply.SetEntryR\x03set\x12\x18\n" +
+	"\adeleted\x18\x04 \x03(\tR\adeleted\x12;\n" +
+	"\acollect\x18\x05 \x01(\v2!.switchyard.plugin.v1.LineCollectR\acollect\x12\x1d\n" +
+	"\n" +
+	"need_state\x18\x06 \x01(\bR\tneedState\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"k\n" +
+	"\vLineCollect\x12\x1e\n" +
+	"\n" +
+	"terminator\x18\x01 \x01(\tR\n" +
+	"terminator\x12\x1f\n" +
+	"\vdot_unstuff\x18\x02 \x01(\bR\n" +
+	"dotUnstuff\x12\x1b\n" +
+	"\tmax_bytes\x18\x03 \x01(\x03R\bmaxBytes\"z\n" +
+	"\x04Tick\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x13scheduled_unix_nano\x18\x02 \x01(\x03R\x11scheduledUnixNano\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\x12\x18\n" +
+	"\askipped\x18\x04 \x01(\x04R\askipped\"\v\n" +
+	"\tTickReply\"\xe6\x01\n" +
 	"\fHTTPResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x126\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1c.switchyard.plugin.v1.HeaderR\aheaders\x12\x12\n" +
@@ -1931,20 +2897,45 @@ const file_switchyard_proto_rawDesc = "" +
 	"\vListRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"E\n" +
 	"\fListResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.switchyard.plugin.v1.EntryR\aentries\"-\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.switchyard.plugin.v1.EntryR\aentries\":\n" +
+	"\vSendRequest\x12\x17\n" +
+	"\aconn_id\x18\x01 \x01(\x04R\x06connId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x0e\n" +
+	"\fSendResponse\"'\n" +
+	"\fCloseRequest\x12\x17\n" +
+	"\aconn_id\x18\x01 \x01(\x04R\x06connId\"\x0f\n" +
+	"\rCloseResponse\"*\n" +
+	"\fConnsRequest\x12\x1a\n" +
+	"\blistener\x18\x01 \x01(\tR\blistener\"A\n" +
+	"\rConnsResponse\x120\n" +
+	"\x05conns\x18\x01 \x03(\v2\x1a.switchyard.plugin.v1.ConnR\x05conns\"\xf2\x01\n" +
+	"\x04Conn\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
+	"\blistener\x18\x02 \x01(\tR\blistener\x12\x1f\n" +
+	"\vremote_addr\x18\x03 \x01(\tR\n" +
+	"remoteAddr\x12&\n" +
+	"\x0fsince_unix_nano\x18\x04 \x01(\x03R\rsinceUnixNano\x12;\n" +
+	"\x05state\x18\x05 \x03(\v2%.switchyard.plugin.v1.Conn.StateEntryR\x05state\x1a8\n" +
+	"\n" +
+	"StateEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"-\n" +
 	"\x05Entry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size2\x87\x02\n" +
 	"\x06Plugin\x12Y\n" +
 	"\bDescribe\x12%.switchyard.plugin.v1.DescribeRequest\x1a&.switchyard.plugin.v1.DescribeResponse\x12\\\n" +
 	"\tConfigure\x12&.switchyard.plugin.v1.ConfigureRequest\x1a'.switchyard.plugin.v1.ConfigureResponse\x12D\n" +
-	"\x05Calls\x12\x1a.switchyard.plugin.v1.Call\x1a\x1b.switchyard.plugin.v1.Reply(\x010\x012\x8e\x03\n" +
+	"\x05Calls\x12\x1a.switchyard.plugin.v1.Call\x1a\x1b.switchyard.plugin.v1.Reply(\x010\x012\x81\x05\n" +
 	"\x04Host\x12J\n" +
 	"\x03Log\x12 .switchyard.plugin.v1.LogRequest\x1a!.switchyard.plugin.v1.LogResponse\x12J\n" +
 	"\x03Get\x12 .switchyard.plugin.v1.GetRequest\x1a!.switchyard.plugin.v1.GetResponse\x12J\n" +
 	"\x03Put\x12 .switchyard.plugin.v1.PutRequest\x1a!.switchyard.plugin.v1.PutResponse\x12S\n" +
 	"\x06Delete\x12#.switchyard.plugin.v1.DeleteRequest\x1a$.switchyard.plugin.v1.DeleteResponse\x12M\n" +
-	"\x04List\x12!.switchyard.plugin.v1.ListRequest\x1a\".switchyard.plugin.v1.ListResponseB:Z8github.com/switchyard-dev/switchyard/plugins/proto;protob\x06proto3"
+	"\x04List\x12!.switchyard.plugin.v1.ListRequest\x1a\".switchyard.plugin.v1.ListResponse\x12M\n" +
+	"\x04Send\x12!.switchyard.plugin.v1.SendRequest\x1a\".switchyard.plugin.v1.SendResponse\x12P\n" +
+	"\x05Close\x12\".switchyard.plugin.v1.CloseRequest\x1a#.switchyard.plugin.v1.CloseResponse\x12P\n" +
+	"\x05Conns\x12\".switchyard.plugin.v1.ConnsRequest\x1a#.switchyard.plugin.v1.ConnsResponseB:Z8github.com/switchyard-dev/switchyard/plugins/proto;protob\x06proto3"
 
 var (
 	file_switchyard_proto_rawDescOnce sync.Once
@@ -1958,75 +2949,108 @@ func file_switchyard_proto_rawDescGZIP() []byte {
 	return file_switchyard_proto_rawDescData
 }
 
-var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_switchyard_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_switchyard_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_switchyard_proto_goTypes = []any{
-	(*DescribeRequest)(nil),   // 0: switchyard.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 1: switchyard.plugin.v1.DescribeResponse
-	(*ConfigureRequest)(nil),  // 2: switchyard.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 3: switchyard.plugin.v1.ConfigureResponse
-	(*Listener)(nil),          // 4: switchyard.plugin.v1.Listener
-	(*Call)(nil),              // 5: switchyard.plugin.v1.Call
-	(*Reply)(nil),             // 6: switchyard.plugin.v1.Reply
-	(*Header)(nil),            // 7: switchyard.plugin.v1.Header
-	(*HTTPRequest)(nil),       // 8: switchyard.plugin.v1.HTTPRequest
-	(*DNSQuery)(nil),          // 9: switchyard.plugin.v1.DNSQuery
-	(*DNSReply)(nil),          // 10: switchyard.plugin.v1.DNSReply
-	(*HTTPResponse)(nil),      // 11: switchyard.plugin.v1.HTTPResponse
-	(*Body)(nil),              // 12: switchyard.plugin.v1.Body
-	(*Credit)(nil),            // 13: switchyard.plugin.v1.Credit
-	(*Cancel)(nil),            // 14: switchyard.plugin.v1.Cancel
-	(*Failure)(nil),           // 15: switchyard.plugin.v1.Failure
-	(*LogRequest)(nil),        // 16: switchyard.plugin.v1.LogRequest
-	(*Attr)(nil),              // 17: switchyard.plugin.v1.Attr
-	(*LogResponse)(nil),       // 18: switchyard.plugin.v1.LogResponse
-	(*GetRequest)(nil),        // 19: switchyard.plugin.v1.GetRequest
-	(*GetResponse)(nil),       // 20: switchyard.plugin.v1.GetResponse
-	(*PutRequest)(nil),        // 21: switchyard.plugin.v1.PutRequest
-	(*PutResponse)(nil),       // 22: switchyard.plugin.v1.PutResponse
-	(*DeleteRequest)(nil),     // 23: switchyard.plugin.v1.DeleteRequest
-	(*DeleteResponse)(nil),    // 24: switchyard.plugin.v1.DeleteResponse
-	(*ListRequest)(nil),       // 25: switchyard.plugin.v1.ListRequest
-	(*ListResponse)(nil),      // 26: switchyard.plugin.v1.ListResponse
-	(*Entry)(nil),             // 27: switchyard.plugin.v1.Entry
+	(LineEvent_Kind)(0),       // 0: switchyard.plugin.v1.LineEvent.Kind
+	(*DescribeRequest)(nil),   // 1: switchyard.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 2: switchyard.plugin.v1.DescribeResponse
+	(*ConfigureRequest)(nil),  // 3: switchyard.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 4: switchyard.plugin.v1.ConfigureResponse
+	(*Listener)(nil),          // 5: switchyard.plugin.v1.Listener
+	(*Call)(nil),              // 6: switchyard.plugin.v1.Call
+	(*Reply)(nil),             // 7: switchyard.plugin.v1.Reply
+	(*Header)(nil),            // 8: switchyard.plugin.v1.Header
+	(*HTTPRequest)(nil),       // 9: switchyard.plugin.v1.HTTPRequest
+	(*DNSQuery)(nil),          // 10: switchyard.plugin.v1.DNSQuery
+	(*DNSReply)(nil),          // 11: switchyard.plugin.v1.DNSReply
+	(*LineEvent)(nil),         // 12: switchyard.plugin.v1.LineEvent
+	(*LineReply)(nil),         // 13: switchyard.plugin.v1.LineReply
+	(*LineCollect)(nil),       // 14: switchyard.plugin.v1.LineCollect
+	(*Tick)(nil),              // 15: switchyard.plugin.v1.Tick
+	(*TickReply)(nil),         // 16: switchyard.plugin.v1.TickReply
+	(*HTTPResponse)(nil),      // 17: switchyard.plugin.v1.HTTPResponse
+	(*Body)(nil),              // 18: switchyard.plugin.v1.Body
+	(*Credit)(nil),            // 19: switchyard.plugin.v1.Credit
+	(*Cancel)(nil),            // 20: switchyard.plugin.v1.Cancel
+	(*Failure)(nil),           // 21: switchyard.plugin.v1.Failure
+	(*LogRequest)(nil),        // 22: switchyard.plugin.v1.LogRequest
+	(*Attr)(nil),              // 23: switchyard.plugin.v1.Attr
+	(*LogResponse)(nil),       // 24: switchyard.plugin.v1.LogResponse
+	(*GetRequest)(nil),        // 25: switchyard.plugin.v1.GetRequest
+	(*GetResponse)(nil),       // 26: switchyard.plugin.v1.GetResponse
+	(*PutRequest)(nil),        // 27: switchyard.plugin.v1.PutRequest
+	(*PutResponse)(nil),       // 28: switchyard.plugin.v1.PutResponse
+	(*DeleteRequest)(nil),     // 29: switchyard.plugin.v1.DeleteRequest
+	(*DeleteResponse)(nil),    // 30: switchyard.plugin.v1.DeleteResponse
+	(*ListRequest)(nil),       // 31: switchyard.plugin.v1.ListRequest
+	(*ListResponse)(nil),      // 32: switchyard.plugin.v1.ListResponse
+	(*SendRequest)(nil),       // 33: switchyard.plugin.v1.SendRequest
+	(*SendResponse)(nil),      // 34: switchyard.plugin.v1.SendResponse
+	(*CloseRequest)(nil),      // 35: switchyard.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),     // 36: switchyard.plugin.v1.CloseResponse
+	(*ConnsRequest)(nil),      // 37: switchyard.plugin.v1.ConnsRequest
+	(*ConnsResponse)(nil),     // 38: switchyard.plugin.v1.ConnsResponse
+	(*Conn)(nil),              // 39: switchyard.plugin.v1.Conn
+	(*Entry)(nil),             // 40: switchyard.plugin.v1.Entry
+	nil,                       // 41: switchyard.plugin.v1.LineEvent.StateEntry
+	nil,                       // 42: switchyard.plugin.v1.LineReply.SetEntry
+	nil,                       // 43: switchyard.plugin.v1.Conn.StateEntry
 }
 var file_switchyard_proto_depIdxs = []int32{
-	4,  // 0: switchyard.plugin.v1.ConfigureRequest.listeners:type_name -> switchyard.plugin.v1.Listener
-	8,  // 1: switchyard.plugin.v1.Call.http:type_name -> switchyard.plugin.v1.HTTPRequest
-	12, // 2: switchyard.plugin.v1.Call.body:type_name -> switchyard.plugin.v1.Body
-	13, // 3: switchyard.plugin.v1.Call.credit:type_name -> switchyard.plugin.v1.Credit
-	14, // 4: switchyard.plugin.v1.Call.cancel:type_name -> switchyard.plugin.v1.Cancel
-	9,  // 5: switchyard.plugin.v1.Call.dns:type_name -> switchyard.plugin.v1.DNSQuery
-	11, // 6: switchyard.plugin.v1.Reply.http:type_name -> switchyard.plugin.v1.HTTPResponse
-	12, // 7: switchyard.plugin.v1.Reply.body:type_name -> switchyard.plugin.v1.Body
-	15, // 8: switchyard.plugin.v1.Reply.failure:type_name -> switchyard.plugin.v1.Failure
-	10, // 9: switchyard.plugin.v1.Reply.dns:type_name -> switchyard.plugin.v1.DNSReply
-	7,  // 10: switchyard.plugin.v1.HTTPRequest.headers:type_name -> switchyard.plugin.v1.Header
-	7,  // 11: switchyard.plugin.v1.HTTPResponse.headers:type_name -> switchyard.plugin.v1.Header
-	7,  // 12: switchyard.plugin.v1.HTTPResponse.trailers:type_name -> switchyard.plugin.v1.Header
-	7,  // 13: switchyard.plugin.v1.Body.trailers:type_name -> switchyard.plugin.v1.Header
-	17, // 14: switchyard.plugin.v1.LogRequest.attrs:type_name -> switchyard.plugin.v1.Attr
-	27, // 15: switchyard.plugin.v1.ListResponse.entries:type_name -> switchyard.plugin.v1.Entry
-	0,  // 16: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
-	2,  // 17: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
-	5,  // 18: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
-	16, // 19: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
-	19, // 20: switchyard.plugin.v1.Host.Get:input_type -> switchyard.plugin.v1.GetRequest
-	21, // 21: switchyard.plugin.v1.Host.Put:input_type -> switchyard.plugin.v1.PutRequest
-	23, // 22: switchyard.plugin.v1.Host.Delete:input_type -> switchyard.plugin.v1.DeleteRequest
-	25, // 23: switchyard.plugin.v1.Host.List:input_type -> switchyard.plugin.v1.ListRequest
-	1,  // 24: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
-	3,  // 25: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
-	6,  // 26: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
-	18, // 27: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
-	20, // 28: switchyard.plugin.v1.Host.Get:output_type -> switchyard.plugin.v1.GetResponse
-	22, // 29: switchyard.plugin.v1.Host.Put:output_type -> switchyard.plugin.v1.PutResponse
-	24, // 30: switchyard.plugin.v1.Host.Delete:output_type -> switchyard.plugin.v1.DeleteResponse
-	26, // 31: switchyard.plugin.v1.Host.List:output_type -> switchyard.plugin.v1.ListResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 0: switchyard.plugin.v1.ConfigureRequest.listeners:type_name -> switchyard.plugin.v1.Listener
+	9,  // 1: switchyard.plugin.v1.Call.http:type_name -> switchyard.plugin.v1.HTTPRequest
+	18, // 2: switchyard.plugin.v1.Call.body:type_name -> switchyard.plugin.v1.Body
+	19, // 3: switchyard.plugin.v1.Call.credit:type_name -> switchyard.plugin.v1.Credit
+	20, // 4: switchyard.plugin.v1.Call.cancel:type_name -> switchyard.plugin.v1.Cancel
+	10, // 5: switchyard.plugin.v1.Call.dns:type_name -> switchyard.plugin.v1.DNSQuery
+	12, // 6: switchyard.plugin.v1.Call.line:type_name -> switchyard.plugin.v1.LineEvent
+	15, // 7: switchyard.plugin.v1.Call.tick:type_name -> switchyard.plugin.v1.Tick
+	17, // 8: switchyard.plugin.v1.Reply.http:type_name -> switchyard.plugin.v1.HTTPResponse
+	18, // 9: switchyard.plugin.v1.Reply.body:type_name -> switchyard.plugin.v1.Body
+	21, // 10: switchyard.plugin.v1.Reply.failure:type_name -> switchyard.plugin.v1.Failure
+	11, // 11: switchyard.plugin.v1.Reply.dns:type_name -> switchyard.plugin.v1.DNSReply
+	13, // 12: switchyard.plugin.v1.Reply.line:type_name -> switchyard.plugin.v1.LineReply
+	16, // 13: switchyard.plugin.v1.Reply.tick:type_name -> switchyard.plugin.v1.TickReply
+	8,  // 14: switchyard.plugin.v1.HTTPRequest.headers:type_name -> switchyard.plugin.v1.Header
+	0,  // 15: switchyard.plugin.v1.LineEvent.kind:type_name -> switchyard.plugin.v1.LineEvent.Kind
+	41, // 16: switchyard.plugin.v1.LineEvent.state:type_name -> switchyard.plugin.v1.LineEvent.StateEntry
+	42, // 17: switchyard.plugin.v1.LineReply.set:type_name -> switchyard.plugin.v1.LineReply.SetEntry
+	14, // 18: switchyard.plugin.v1.LineReply.collect:type_name -> switchyard.plugin.v1.LineCollect
+	8,  // 19: switchyard.plugin.v1.HTTPResponse.headers:type_name -> switchyard.plugin.v1.Header
+	8,  // 20: switchyard.plugin.v1.HTTPResponse.trailers:type_name -> switchyard.plugin.v1.Header
+	8,  // 21: switchyard.plugin.v1.Body.trailers:type_name -> switchyard.plugin.v1.Header
+	23, // 22: switchyard.plugin.v1.LogRequest.attrs:type_name -> switchyard.plugin.v1.Attr
+	40, // 23: switchyard.plugin.v1.ListResponse.entries:type_name -> switchyard.plugin.v1.Entry
+	39, // 24: switchyard.plugin.v1.ConnsResponse.conns:type_name -> switchyard.plugin.v1.Conn
+	43, // 25: switchyard.plugin.v1.Conn.state:type_name -> switchyard.plugin.v1.Conn.StateEntry
+	1,  // 26: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
+	3,  // 27: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
+	6,  // 28: switchyard.plugin.v1.Plugin.Calls:input_type -> switchyard.plugin.v1.Call
+	22, // 29: switchyard.plugin.v1.Host.Log:input_type -> switchyard.plugin.v1.LogRequest
+	25, // 30: switchyard.plugin.v1.Host.Get:input_type -> switchyard.plugin.v1.GetRequest
+	27, // 31: switchyard.plugin.v1.Host.Put:input_type -> switchyard.plugin.v1.PutRequest
+	29, // 32: switchyard.plugin.v1.Host.Delete:input_type -> switchyard.plugin.v1.DeleteRequest
+	31, // 33: switchyard.plugin.v1.Host.List:input_type -> switchyard.plugin.v1.ListRequest
+	33, // 34: switchyard.plugin.v1.Host.Send:input_type -> switchyard.plugin.v1.SendRequest
+	35, // 35: switchyard.plugin.v1.Host.Close:input_type -> switchyard.plugin.v1.CloseRequest
+	37, // 36: switchyard.plugin.v1.Host.Conns:input_type -> switchyard.plugin.v1.ConnsRequest
+	2,  // 37: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
+	4,  // 38: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
+	7,  // 39: switchyard.plugin.v1.Plugin.Calls:output_type -> switchyard.plugin.v1.Reply
+	24, // 40: switchyard.plugin.v1.Host.Log:output_type -> switchyard.plugin.v1.LogResponse
+	26, // 41: switchyard.plugin.v1.Host.Get:output_type -> switchyard.plugin.v1.GetResponse
+	28, // 42: switchyard.plugin.v1.Host.Put:output_type -> switchyard.plugin.v1.PutResponse
+	30, // 43: switchyard.plugin.v1.Host.Delete:output_type -> switchyard.plugin.v1.DeleteResponse
+	32, // 44: switchyard.plugin.v1.Host.List:output_type -> switchyard.plugin.v1.ListResponse
+	34, // 45: switchyard.plugin.v1.Host.Send:output_type -> switchyard.plugin.v1.SendResponse
+	36, // 46: switchyard.plugin.v1.Host.Close:output_type -> switchyard.plugin.v1.CloseResponse
+	38, // 47: switchyard.plugin.v1.Host.Conns:output_type -> switchyard.plugin.v1.ConnsResponse
+	37, // [37:48] is the sub-list for method output_type
+	26, // [26:37] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_proto_init() }
@@ -2040,25 +3064,30 @@ func file_switchyard_proto_init() {
 		(*Call_Credit)(nil),
 		(*Call_Cancel)(nil),
 		(*Call_Dns)(nil),
+		(*Call_Line)(nil),
+		(*Call_Tick)(nil),
 	}
 	file_switchyard_proto_msgTypes[6].OneofWrappers = []any{
 		(*Reply_Http)(nil),
 		(*Reply_Body)(nil),
 		(*Reply_Failure)(nil),
 		(*Reply_Dns)(nil),
+		(*Reply_Line)(nil),
+		(*Reply_Tick)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_proto_rawDesc), len(file_switchyard_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   28,
+			NumEnums:      1,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_switchyard_proto_goTypes,
 		DependencyIndexes: file_switchyard_proto_depIdxs,
+		EnumInfos:         file_switchyard_proto_enumTypes,
 		MessageInfos:      file_switchyard_proto_msgTypes,
 	}.Build()
 	File_switchyard_proto = out.File

@@ -232,6 +232,9 @@ const (
 	Host_Put_FullMethodName    = "/switchyard.plugin.v1.Host/Put"
 	Host_Delete_FullMethodName = "/switchyard.plugin.v1.Host/Delete"
 	Host_List_FullMethodName   = "/switchyard.plugin.v1.Host/List"
+	Host_Send_FullMethodName   = "/switchyard.plugin.v1.Host/Send"
+	Host_Close_FullMethodName  = "/switchyard.plugin.v1.Host/Close"
+	Host_Conns_FullMethodName  = "/switchyard.plugin.v1.Host/Conns"
 )
 
 // HostClient is the client API for Host service.
@@ -251,6 +254,17 @@ type HostClient interface {
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	// Send queues bytes on a live line connection of one of the plugin's
+	// listeners, as they are (the plugin adds the line ending); Close ends
+	// one as a reply's close does. Both return once the kernel has queued
+	// the work, never waiting for the client. An id that is not a live
+	// connection of the plugin's is NOT_FOUND; a connection whose unsent
+	// output passed its bound is dropped and RESOURCE_EXHAUSTED.
+	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
+	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
+	// Conns lists the live line connections of the plugin's listeners, with
+	// their session state as the kernel holds it.
+	Conns(ctx context.Context, in *ConnsRequest, opts ...grpc.CallOption) (*ConnsResponse, error)
 }
 
 type hostClient struct {
@@ -311,6 +325,36 @@ func (c *hostClient) List(ctx context.Context, in *ListRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *hostClient) Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendResponse)
+	err := c.cc.Invoke(ctx, Host_Send_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CloseResponse)
+	err := c.cc.Invoke(ctx, Host_Close_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) Conns(ctx context.Context, in *ConnsRequest, opts ...grpc.CallOption) (*ConnsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConnsResponse)
+	err := c.cc.Invoke(ctx, Host_Conns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -328,6 +372,17 @@ type HostServer interface {
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
+	// Send queues bytes on a live line connection of one of the plugin's
+	// listeners, as they are (the plugin adds the line ending); Close ends
+	// one as a reply's close does. Both return once the kernel has queued
+	// the work, never waiting for the client. An id that is not a live
+	// connection of the plugin's is NOT_FOUND; a connection whose unsent
+	// output passed its bound is dropped and RESOURCE_EXHAUSTED.
+	Send(context.Context, *SendRequest) (*SendResponse, error)
+	Close(context.Context, *CloseRequest) (*CloseResponse, error)
+	// Conns lists the live line connections of the plugin's listeners, with
+	// their session state as the kernel holds it.
+	Conns(context.Context, *ConnsRequest) (*ConnsResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -352,6 +407,15 @@ func (UnimplementedHostServer) Delete(context.Context, *DeleteRequest) (*DeleteR
 }
 func (UnimplementedHostServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedHostServer) Send(context.Context, *SendRequest) (*SendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedHostServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedHostServer) Conns(context.Context, *ConnsRequest) (*ConnsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Conns not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -464,6 +528,60 @@ func _Host_List_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Send_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Send(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Send_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Send(ctx, req.(*SendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CloseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Close(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Close_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Close(ctx, req.(*CloseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_Conns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConnsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Conns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Conns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Conns(ctx, req.(*ConnsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -490,6 +608,18 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Host_List_Handler,
+		},
+		{
+			MethodName: "Send",
+			Handler:    _Host_Send_Handler,
+		},
+		{
+			MethodName: "Close",
+			Handler:    _Host_Close_Handler,
+		},
+		{
+			MethodName: "Conns",
+			Handler:    _Host_Conns_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -67,6 +67,10 @@ func (s *callStream) dispatch(m *proto.Call) {
 		s.startHTTP(m.GetId(), m.GetTimeoutNs(), f.Http)
 	case *proto.Call_Dns:
 		s.startDNS(m.GetId(), m.GetTimeoutNs(), f.Dns)
+	case *proto.Call_Line:
+		s.startLine(m.GetId(), m.GetTimeoutNs(), f.Line)
+	case *proto.Call_Tick:
+		s.startTick(m.GetId(), m.GetTimeoutNs(), f.Tick)
 	case *proto.Call_Body:
 		if c := s.lookup(m.GetId()); c != nil && c.body != nil {
 			c.body.push(f.Body)
@@ -144,6 +148,25 @@ func (s *callStream) end(c *call) {
 	if c.body != nil {
 		c.body.close()
 	}
+}
+
+// startSingle runs a call whose answer is one frame (a DNS query, a line
+// event, a tick) on a worker: serve returns the frame, whose id it fills
+// in, or an error that ends the call with a Failure.
+func (s *callStream) startSingle(id uint64, timeoutNS int64, serve func(*call) (*proto.Reply, error)) {
+	c := s.begin(id, timeoutNS, 0, false, nil)
+	s.wg.Add(1)
+	s.workers.run(func() {
+		defer s.wg.Done()
+		defer s.end(c)
+		r, err := serve(c)
+		if err != nil {
+			_ = s.send(failure(c.id, err.Error()))
+			return
+		}
+		r.Id = c.id
+		_ = s.send(r)
+	})
 }
 
 // send writes one reply frame. gRPC streams allow one sender at a time.

@@ -30,17 +30,12 @@ func (s *callStream) startDNS(id uint64, timeoutNS int64, q *proto.DNSQuery) {
 		_ = s.send(failure(id, "plugin serves no DNS"))
 		return
 	}
-	c := s.begin(id, timeoutNS, 0, false, nil)
-	s.wg.Add(1)
-	s.workers.run(func() {
-		defer s.wg.Done()
-		defer s.end(c)
+	s.startSingle(id, timeoutNS, func(c *call) (*proto.Reply, error) {
 		msg, err := s.serveDNS(c, h, q)
 		if err != nil {
-			_ = s.send(failure(c.id, err.Error()))
-			return
+			return nil, err
 		}
-		_ = s.send(&proto.Reply{Id: c.id, Frame: &proto.Reply_Dns{Dns: &proto.DNSReply{Msg: msg}}})
+		return &proto.Reply{Frame: &proto.Reply_Dns{Dns: &proto.DNSReply{Msg: msg}}}, nil
 	})
 }
 

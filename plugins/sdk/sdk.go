@@ -70,6 +70,31 @@ type Plugin struct {
 	// context. It is called concurrently.
 	DNS dns.Handler
 
+	// Line answers the connections of line listeners; see LineHandler.
+	Line LineHandler
+
+	// LineFailReply is the line the kernel sends a line client when an
+	// event could not be answered: the plugin crashed, timed out or is
+	// restarting (SMTP: "451 4.3.0 Temporary failure, try again"). Empty
+	// sends nothing. The kernel keeps the reply of the version it last
+	// started, so it has one when no process runs.
+	LineFailReply string
+
+	// Migrate, when set, converts the session state of a line connection
+	// last answered by another version of the plugin. It is called the
+	// first time this process meets such a session, before its event is
+	// handled, with the other version's name and a copy of the state; what
+	// it returns becomes the state. An error fails that event (the client
+	// gets LineFailReply) and the next event tries again.
+	Migrate func(ctx context.Context, fromVersion string, state map[string]string) (map[string]string, error)
+
+	// Tick runs the timers that route to the plugin ([[timers]] in the
+	// kernel's configuration). It is called concurrently for different
+	// timers, never for one timer twice at once; ctx carries the kernel's
+	// deadline (call_timeout) and the Host. An error is logged and counted
+	// by the kernel; the schedule goes on.
+	Tick func(ctx context.Context, t Tick) error
+
 	// Configure, when set, is called with the slot's settings before the
 	// first request reaches the plugin. Returning an error refuses the
 	// settings: the kernel keeps the previous version serving and reports
@@ -171,8 +196,8 @@ func (p Plugin) check() error {
 	if p.Name == "" {
 		return errors.New("Plugin.Name is empty")
 	}
-	if p.HTTP == nil && p.DNS == nil {
-		return errors.New("Plugin has no handler (set HTTP or DNS)")
+	if p.HTTP == nil && p.DNS == nil && p.Line == nil && p.Tick == nil {
+		return errors.New("Plugin has no handler (set HTTP, DNS, Line or Tick)")
 	}
 	return nil
 }
@@ -185,6 +210,12 @@ func (p Plugin) protocols() []string {
 	}
 	if p.DNS != nil {
 		ps = append(ps, "dns")
+	}
+	if p.Line != nil {
+		ps = append(ps, "line")
+	}
+	if p.Tick != nil {
+		ps = append(ps, "timer")
 	}
 	return ps
 }

@@ -35,6 +35,8 @@ type service struct {
 	plugin Plugin
 	dial   HostDialer
 
+	sessions sessions // line sessions' state as this process last left it
+
 	// described is set once the kernel has asked Describe: from then on
 	// the process is a working plugin, and its end is a clean one.
 	described atomic.Bool
@@ -48,10 +50,11 @@ type service struct {
 func (s *service) Describe(context.Context, *proto.DescribeRequest) (*proto.DescribeResponse, error) {
 	s.described.Store(true)
 	return &proto.DescribeResponse{
-		Name:        s.plugin.Name,
-		Version:     s.plugin.Version,
-		Protocols:   s.plugin.protocols(),
-		SdkProtocol: SDKProtocol,
+		Name:          s.plugin.Name,
+		Version:       s.plugin.Version,
+		Protocols:     s.plugin.protocols(),
+		SdkProtocol:   SDKProtocol,
+		LineFailReply: s.plugin.LineFailReply,
 	}, nil
 }
 

@@ -47,6 +47,8 @@ type Plugin struct {
 	client   *host.Client
 	listener string
 	store    host.Store
+	conns    *connTable
+	token    uint64 // names this plugin process to the sessions it meets
 	// Describe is what the plugin answered to Describe.
 	Describe *proto.DescribeResponse
 
@@ -114,8 +116,9 @@ func Start(t testing.TB, p sdk.Plugin, settings any, o Options) (*Plugin, error)
 	if o.Store == nil {
 		o.Store = NewStore()
 	}
+	conns := newConnTable()
 	hostConn := serve(t, func(s *grpc.Server) {
-		proto.RegisterHostServer(s, host.NewHostService(log.With("plugin", o.Slot), o.Store))
+		proto.RegisterHostServer(s, host.NewHostService(log.With("plugin", o.Slot), o.Store, conns))
 	})
 	pluginConn := serve(t, func(s *grpc.Server) {
 		proto.RegisterPluginServer(s, sdk.NewService(p, func(uint32) (*grpc.ClientConn, error) {
@@ -130,11 +133,18 @@ func Start(t testing.TB, p sdk.Plugin, settings any, o Options) (*Plugin, error)
 	if err != nil {
 		return nil, err
 	}
+	// One listener named o.Listener for each protocol the plugin serves.
+	var listeners []*proto.Listener
+	for _, pr := range d.GetProtocols() {
+		if pr != "timer" {
+			listeners = append(listeners, &proto.Listener{Name: o.Listener, Protocol: pr, Address: "sdktest"})
+		}
+	}
 	err = c.Configure(ctx, &proto.ConfigureRequest{
 		Slot:         o.Slot,
 		Generation:   1,
 		SettingsJson: settingsJSON,
-		Listeners:    []*proto.Listener{{Name: o.Listener, Protocol: "http", Address: "sdktest"}},
+		Listeners:    listeners,
 		LogLevel:     int32(slog.LevelDebug),
 	})
 	if err != nil {
@@ -143,7 +153,7 @@ func Start(t testing.TB, p sdk.Plugin, settings any, o Options) (*Plugin, error)
 	if err := c.Open(o.Streams); err != nil {
 		return nil, err
 	}
-	pl := &Plugin{t: t, client: c, listener: o.Listener, store: o.Store, Describe: d, calls: make(map[*responsePipe]struct{})}
+	pl := &Plugin{t: t, client: c, listener: o.Listener, store: o.Store, conns: conns, token: conns.token(), Describe: d, calls: make(map[*responsePipe]struct{})}
 	t.Cleanup(pl.stop)
 	return pl, nil
 }
