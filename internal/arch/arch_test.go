@@ -82,7 +82,10 @@ func TestImportBoundaries(t *testing.T) {
 		{"plugins/inbox", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"plugins/cgi", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"plugins/zone", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"plugins/smtp", []string{"kernel", "listeners", "state", "plugins/host"}},
+		{"plugins/chat", []string{"kernel", "listeners", "state", "plugins/host"}},
 		{"internal/cgiout", []string{"kernel", "listeners", "state", "plugins"}},
+		{"internal/accept", []string{"kernel", "listeners", "state", "plugins"}},
 		{"kernel/config", []string{"plugins", "listeners", "state", "kernel/admin"}},
 		{"kernel/admin", []string{"plugins", "listeners", "state", "kernel/config"}},
 	}

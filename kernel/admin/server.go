@@ -13,9 +13,10 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
-	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/switchyard-dev/switchyard/internal/accept"
 )
 
 // Handler runs commands for the server. The kernel implements it.
@@ -158,7 +159,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitG
 			if s.stopRequested(ctx) {
 				return nil
 			}
-			if !isTemporary(err) {
+			if !accept.Temporary(err) {
 				return fmt.Errorf("admin: accept: %w", err)
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
@@ -210,16 +211,6 @@ func stopAccepting(ln net.Listener) {
 		return
 	}
 	ln.Close()
-}
-
-// isTemporary reports whether an Accept error is worth retrying.
-func isTemporary(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-	return false
 }
 
 // serveConn checks the peer and then answers its commands in order until it

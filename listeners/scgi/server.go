@@ -13,8 +13,9 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/accept"
 )
 
 // Defaults for a Config's zero values.
@@ -167,36 +168,17 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		ln.Close()
 	}()
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.isShutdown() {
-				return nil
-			}
-			if errors.Is(err, net.ErrClosed) || !isTemporary(err) {
-				return fmt.Errorf("scgi listener %s: %w", s.name, err)
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "delay", backoff, "error", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-s.done:
-				t.Stop()
-			}
-			continue
-		}
-		backoff = 0
+	return accept.Loop(ln, fmt.Sprintf("scgi listener %s", s.name), s.log, s.done, s.isShutdown, func(c net.Conn) bool {
 		cc := s.track(c)
 		if cc == nil {
 			// Shutdown has stopped waiting: this connection fares as one
 			// still in the listener's backlog.
 			c.Close()
-			return nil
+			return false
 		}
 		go s.serveConn(cc)
-	}
+		return true
+	})
 }
 
 // track registers an accepted connection, or returns nil when Shutdown no
@@ -231,18 +213,6 @@ func (s *Server) checkIdleLocked() {
 		s.isIdle = true
 		close(s.idle)
 	}
-}
-
-// isTemporary reports errors an accept loop should retry: running out of
-// file descriptors, buffers or memory, or a connection aborted before it
-// was accepted.
-func isTemporary(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) isShutdown() bool {
