@@ -1,0 +1,115 @@
+package line
+
+import (
+	"net"
+	"syscall"
+	"time"
+)
+
+// Defaults for a Limits' zero values.
+const (
+	defaultMaxLine      = 4096
+	defaultIdleTimeout  = 5 * time.Minute
+	defaultMaxOutput    = 1 << 20
+	defaultWriteTimeout = 30 * time.Second
+)
+
+const (
+	// readSize is the size of the pooled read buffers. A connection holds
+	// one only while it frames and dispatches what it read.
+	readSize = 8 << 10
+	// maxWrite bounds one write to the client, so that WriteTimeout bounds
+	// a slow but steady reader's progress rather than the whole queue.
+	maxWrite = 64 << 10
+	// lingerTime bounds how long a connection the server ends is drained
+	// of input after its last output, so that the client reads that
+	// output rather than a reset caused by closing with unread input.
+	lingerTime = 500 * time.Millisecond
+	// lingerMax bounds how many bytes are drained then.
+	lingerMax = 1 << 20
+)
+
+// withDefaults returns l with its zero (or negative) numbers replaced by
+// their defaults.
+func (l Limits) withDefaults() Limits {
+	if l.MaxLine <= 0 {
+		l.MaxLine = defaultMaxLine
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = defaultIdleTimeout
+	}
+	if l.MaxOutput <= 0 {
+		l.MaxOutput = defaultMaxOutput
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = defaultWriteTimeout
+	}
+	return l
+}
+
+// track registers an accepted connection, or returns nil once Shutdown has
+// begun.
+func (s *Server) track(nc net.Conn) *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return nil
+	}
+	c := &Conn{
+		ID:       s.nextID(),
+		Listener: s.name,
+		Remote:   nc.RemoteAddr(),
+		Local:    nc.LocalAddr(),
+		Since:    time.Now(),
+		s:        s,
+		nc:       nc,
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
+	c.f.setLimits(s.limits.Load())
+	s.conns[c.ID] = c
+	s.accepted.Add(1)
+	s.open.Add(1)
+	return c
+}
+
+// untrack forgets a connection whose goroutine, and writer, have finished.
+func (s *Server) untrack(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns[c.ID] == c {
+		delete(s.conns, c.ID)
+	}
+	s.open.Add(-1)
+	s.checkIdleLocked()
+}
+
+// checkIdleLocked closes idle once Shutdown has begun and no connection is
+// left.
+func (s *Server) checkIdleLocked() {
+	if s.shutdown && len(s.conns) == 0 && !s.isIdle {
+		s.isIdle = true
+		close(s.idle)
+	}
+}
+
+func (s *Server) isShutdown() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) isForced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.forced
+}
+
+func (s *Server) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
+func (s *Server) putBuf(b *[]byte) { s.bufs.Put(b) }
