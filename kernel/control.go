@@ -27,7 +27,13 @@ func (k *Kernel) Handle(ctx context.Context, cmd admin.Command) (any, error) {
 	case "listeners":
 		return k.Listeners(), nil
 	case "conns":
-		return []any{}, nil // line listeners arrive with a later build
+		listener := ""
+		if len(cmd.Args) > 0 {
+			listener = cmd.Args[0]
+		}
+		return k.Conns(listener)
+	case "timers":
+		return k.Timers(), nil
 	case "reload":
 		return k.Reload(ctx, cmd.Args[0])
 	case "reload-config":
@@ -51,6 +57,7 @@ type StatusInfo struct {
 	UptimeS     float64        `json:"uptime_s"`
 	Listeners   []ListenerInfo `json:"listeners"`
 	Plugins     []pluginInfo   `json:"plugins"`
+	Timers      []TimerInfo    `json:"timers"`
 	Connections int64          `json:"connections"`
 	Config      string         `json:"config"`
 	State       string         `json:"state"`
@@ -70,6 +77,7 @@ func (k *Kernel) Status() StatusInfo {
 		UptimeS:     time.Since(k.started).Round(time.Millisecond).Seconds(),
 		Listeners:   ls,
 		Plugins:     k.Plugins(),
+		Timers:      k.Timers(),
 		Connections: conns,
 		Config:      k.Config().Source,
 		State:       k.stateDir,

@@ -50,15 +50,7 @@ plugin = "%[1]s"
 }
 
 // dnsAddr is the host:port a DNS listener serves on (UDP and TCP alike).
-func (tk *testKernel) dnsAddr(listener string) string {
-	for _, l := range tk.k.Listeners() {
-		if l.Name == listener {
-			return l.Bound
-		}
-	}
-	tk.t.Fatalf("no listener %q", listener)
-	return ""
-}
+func (tk *testKernel) dnsAddr(listener string) string { return tk.bound(listener) }
 
 func digArgs(addr string, args ...string) []string {
 	host, port, _ := strings.Cut(addr, ":")

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 
 	"github.com/switchyard-dev/switchyard/kernel/config"
 	dnsl "github.com/switchyard-dev/switchyard/listeners/dns"
 	httpl "github.com/switchyard-dev/switchyard/listeners/http"
+	"github.com/switchyard-dev/switchyard/listeners/line"
 	"github.com/switchyard-dev/switchyard/listeners/scgi"
 )
 
@@ -31,8 +33,8 @@ type frontStats struct {
 }
 
 // newFront returns the front end for lc's protocol on sock, dispatching to
-// rt.
-func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger) (front, error) {
+// rt. Line connections take their ids from connIDs.
+func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger, connIDs *atomic.Uint64) (front, error) {
 	switch lc.Protocol {
 	case "dns":
 		return dnsFront{dnsl.New(dnsl.Config{Name: lc.Name, Logger: log}, rt), sock.pc}, nil
@@ -45,6 +47,13 @@ func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger) (f
 			ReadTimeout:       lc.ReadTimeout.D(),
 			IdleTimeout:       lc.IdleTimeout.D(),
 			Logger:            log,
+		}, rt)}, nil
+	case "line":
+		return lineFront{line.New(line.Config{
+			Name:   lc.Name,
+			Limits: lineLimits(lc),
+			NextID: func() uint64 { return connIDs.Add(1) },
+			Logger: log,
 		}, rt)}, nil
 	case "scgi":
 		return scgiFront{scgi.New(scgi.Config{

@@ -160,10 +160,13 @@ func (tk *testKernel) plugin(name string) pluginInfo {
 }
 
 // url is the base URL of a listener.
-func (tk *testKernel) url(listener string) string {
+func (tk *testKernel) url(listener string) string { return "http://" + tk.bound(listener) }
+
+// bound is a listener's bound address.
+func (tk *testKernel) bound(listener string) string {
 	for _, l := range tk.k.Listeners() {
 		if l.Name == listener {
-			return "http://" + l.Bound
+			return l.Bound
 		}
 	}
 	tk.t.Fatalf("no listener %q", listener)
@@ -291,4 +294,12 @@ func (l *logBuffer) contains(s string) bool {
 
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// writeConfig replaces the kernel's configuration file with cfg.
+func writeConfig(t testing.TB, tk *testKernel, cfg string) {
+	t.Helper()
+	if err := os.WriteFile(tk.cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

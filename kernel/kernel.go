@@ -87,11 +87,15 @@ type Kernel struct {
 
 	rescan time.Duration // the watcher's rescan period; 0 means the default (tests shorten it)
 
+	connIDs atomic.Uint64 // numbers line connections kernel-wide
+	tokens  atomic.Uint64 // numbers plugin processes kernel-wide, for line sessions
+
 	mu        sync.Mutex
-	cfg       *config.Config       // guarded by mu
-	slots     map[string]*slot     // guarded by mu
-	staged    []*slot              // started by a reload not yet committed; guarded by mu
-	listeners map[string]*listener // guarded by mu
+	cfg       *config.Config         // guarded by mu
+	slots     map[string]*slot       // guarded by mu
+	staged    []*slot                // started by a reload not yet committed; guarded by mu
+	listeners map[string]*listener   // guarded by mu
+	timers    map[string]*timerEntry // guarded by mu
 
 	ctx      context.Context // Run's; cancelled when shutdown begins
 	bgMu     sync.Mutex
@@ -125,6 +129,7 @@ func New(opts Options) (*Kernel, error) {
 		sockets:   newSocketTable(),
 		slots:     make(map[string]*slot),
 		listeners: make(map[string]*listener),
+		timers:    make(map[string]*timerEntry),
 		ready:     make(chan struct{}),
 		shutdown:  make(chan struct{}),
 	}
@@ -338,6 +343,9 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	for _, lc := range cfg.Listeners {
 		k.startListener(lc, socks[lc.Name], slots[lc.Plugin])
 	}
+	for _, tc := range cfg.Timers {
+		k.startTimer(tc, slots[tc.Plugin])
+	}
 
 	adminSrv := admin.NewServer(k, k.log.With("component", "admin"))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
@@ -407,14 +415,16 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// stopAll shuts the listeners down (calls in flight finish, bounded by the
-// longest drain_timeout; a second signal cuts that short), then stops every
-// plugin.
+// stopAll shuts the listeners and timers down (calls in flight finish,
+// bounded by the longest drain_timeout; a second signal cuts that short),
+// then stops every plugin.
 func (k *Kernel) stopAll() {
 	k.mu.Lock()
 	ls := slices.Collect(maps.Values(k.listeners))
 	slots := slices.Collect(maps.Values(k.slots))
+	timers := slices.Collect(maps.Values(k.timers))
 	k.listeners = map[string]*listener{}
+	k.timers = map[string]*timerEntry{}
 	k.mu.Unlock()
 
 	grace := time.Duration(0)
@@ -431,6 +441,13 @@ func (k *Kernel) stopAll() {
 		go func() {
 			defer wg.Done()
 			k.stopListener(ctx, l)
+		}()
+	}
+	for _, e := range timers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k.stopTimer(ctx, e)
 		}()
 	}
 	wg.Wait()
@@ -450,7 +467,7 @@ func (k *Kernel) stopAll() {
 func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *listener {
 	l := &listener{sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
 	l.cfg.Store(lc)
-	srv, err := newFront(lc, l.route, sock, k.log)
+	srv, err := newFront(lc, l.route, sock, k.log, &k.connIDs)
 	if err != nil {
 		panic(err) // config.Parse lets through only protocols newFront knows
 	}
@@ -477,7 +494,8 @@ func (k *Kernel) stopListener(ctx context.Context, l *listener) {
 	k.sockets.release(l.sock)
 }
 
-// routedListeners lists the listeners of cfg that route to plugin name.
+// routedListeners lists the listeners of cfg that route to plugin name, and
+// its timers as listeners of protocol "timer".
 func routedListeners(cfg *config.Config, name string) []*proto.Listener {
 	var ls []*proto.Listener
 	for _, l := range cfg.Listeners {
@@ -485,7 +503,7 @@ func routedListeners(cfg *config.Config, name string) []*proto.Listener {
 			ls = append(ls, &proto.Listener{Name: l.Name, Protocol: l.Protocol, Address: l.Address})
 		}
 	}
-	return ls
+	return append(ls, timerRoutes(cfg, name)...)
 }
 
 // snapshot copies the executable at path into the snapshot directory. The

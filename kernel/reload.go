@@ -25,6 +25,9 @@ type ReloadSummary struct {
 	ListenersReplaced []string `json:"listeners_replaced"`
 	ListenersRemoved  []string `json:"listeners_removed"`
 	ListenersKept     []string `json:"listeners_kept"`
+	TimersStarted     []string `json:"timers_started"`
+	TimersStopped     []string `json:"timers_stopped"`
+	TimersKept        []string `json:"timers_kept"`
 }
 
 // ReloadConfig re-reads the configuration and reconciles the running kernel
@@ -185,6 +188,10 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		names[lc.Name] = true
 		if old, ok := listeners[lc.Name]; ok && !replaced[lc.Name] {
 			old.cfg.Store(lc)
+			if lf, ok := old.srv.(lineFront); ok {
+				// Live sessions keep their connections under the new limits.
+				lf.SetLimits(lineLimits(lc))
+			}
 			old.route.slot.Store(nextSlots[lc.Plugin])
 			sum.ListenersKept = append(sum.ListenersKept, lc.Name)
 		}
@@ -198,6 +205,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 			k.retireListener(old)
 		}
 	}
+	k.reconcileTimers(next, nextSlots, sum)
 	for name, s := range slots {
 		if _, ok := nextSlots[name]; !ok {
 			sum.PluginsStopped = append(sum.PluginsStopped, name)
@@ -207,21 +215,68 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	k.watcher.set(slices.Collect(maps.Values(nextSlots)))
 	k.log.Info("configuration reloaded", "config", next.Source,
 		"plugins_started", sum.PluginsStarted, "plugins_swapped", sum.PluginsSwapped, "plugins_stopped", sum.PluginsStopped,
-		"listeners_added", sum.ListenersAdded, "listeners_replaced", sum.ListenersReplaced, "listeners_removed", sum.ListenersRemoved)
+		"listeners_added", sum.ListenersAdded, "listeners_replaced", sum.ListenersReplaced, "listeners_removed", sum.ListenersRemoved,
+		"timers_started", sum.TimersStarted, "timers_stopped", sum.TimersStopped)
 	return sum, nil
+}
+
+// reconcileTimers matches the running timers to next: a timer whose period
+// is unchanged keeps its schedule (its plugin may change), others are
+// started anew, and removed ones stopped once their tick in progress ends.
+func (k *Kernel) reconcileTimers(next *config.Config, slots map[string]*slot, sum *ReloadSummary) {
+	k.mu.Lock()
+	old := maps.Clone(k.timers)
+	k.mu.Unlock()
+	names := make(map[string]bool)
+	for _, tc := range next.Timers {
+		names[tc.Name] = true
+		if e, ok := old[tc.Name]; ok && e.cfg.Load().Every == tc.Every {
+			e.cfg.Store(tc)
+			e.slot.Store(slots[tc.Plugin])
+			sum.TimersKept = append(sum.TimersKept, tc.Name)
+			continue
+		} else if ok {
+			sum.TimersStopped = append(sum.TimersStopped, tc.Name)
+			k.retireTimer(e)
+		}
+		k.startTimer(tc, slots[tc.Plugin])
+		sum.TimersStarted = append(sum.TimersStarted, tc.Name)
+	}
+	for name, e := range old {
+		if !names[name] {
+			k.mu.Lock()
+			delete(k.timers, name)
+			k.mu.Unlock()
+			sum.TimersStopped = append(sum.TimersStopped, name)
+			k.retireTimer(e)
+		}
+	}
+}
+
+// retireTimer stops a timer in the background, letting its tick in
+// progress finish (up to the longest drain timeout).
+func (k *Kernel) retireTimer(e *timerEntry) {
+	k.retire(func(ctx context.Context) { k.stopTimer(ctx, e) })
 }
 
 // retireListener shuts an old front end down in the background, letting
 // its requests finish (up to the longest drain timeout), and releases its
 // socket reference.
 func (k *Kernel) retireListener(l *listener) {
-	stop := func() {
+	k.retire(func(ctx context.Context) { k.stopListener(ctx, l) })
+}
+
+// retire runs stop in the background, with a context that ends after the
+// longest drain timeout or when shutdown stops waiting; once shutdown has
+// begun, it runs stop itself (not reached: reloads end before it).
+func (k *Kernel) retire(stop func(context.Context)) {
+	run := func() {
 		ctx, cancel := context.WithTimeout(k.forceCtx, maxDrainTimeout(k))
 		defer cancel()
-		k.stopListener(ctx, l)
+		stop(ctx)
 	}
-	if !k.spawn(stop) {
-		stop() // shutdown has begun (not reached: reloads end before it)
+	if !k.spawn(run) {
+		run()
 	}
 }
 
@@ -253,8 +308,12 @@ func (s *slot) serves(listeners []*proto.Listener) bool {
 }
 
 // sameFront reports whether a listener's front end can stay as it is: only
-// its plugin differs, which its route changes atomically.
+// its plugin differs, which its route changes atomically, or, for a line
+// listener, its limits, which apply to its live sessions in place.
 func sameFront(a, b *config.Listener) bool {
+	if a.Protocol == "line" && b.Protocol == "line" {
+		return a.Address == b.Address
+	}
 	return a.Protocol == b.Protocol &&
 		a.Address == b.Address &&
 		a.MaxBody == b.MaxBody &&

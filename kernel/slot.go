@@ -75,6 +75,7 @@ type slot struct {
 	changed    chan struct{}     // closed and replaced when current changes; guarded by mu
 	lastSwap   time.Time         // guarded by mu
 	lastError  string            // guarded by mu
+	failReply  string            // the line failure reply of the newest instance; guarded by mu
 	failedHash string            // the executable whose start failed last; guarded by mu
 	history    []string          // recent hashes, newest last; guarded by mu
 	backoff    time.Duration     // next restart delay; guarded by mu
@@ -107,8 +108,13 @@ type instance struct {
 	version string
 	// protocols the process serves, as Describe said.
 	protocols []string
+	// failReply is the line a line client gets when an event fails.
+	failReply string
 	pid       int
 	started   time.Time
+	// token names the process kernel-wide to the line sessions it meets
+	// (generations repeat across slots).
+	token uint64
 
 	// calls counts calls in flight; retiredBit marks an instance that takes
 	// no new calls. Lock-free, since every call passes here.
@@ -243,11 +249,12 @@ func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*pro
 		StartTimeout: cfg.StartTimeout.D(),
 		Logger:       slog.New(ph),
 		Store:        slotStore{slot: s.name, st: s.k.store},
+		Conns:        slotConns{k: s.k, slot: s},
 	})
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{proc: proc, gen: gen, bin: b, pid: proc.Pid(), started: started, idle: make(chan struct{})}
+	in := &instance{proc: proc, gen: gen, bin: b, pid: proc.Pid(), started: started, idle: make(chan struct{}), token: s.k.tokens.Add(1)}
 	ph.pid.Store(int64(in.pid))
 	fail := func(err error) (*instance, error) {
 		proc.Kill()
@@ -261,6 +268,7 @@ func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*pro
 	}
 	in.version = d.GetVersion()
 	in.protocols = d.GetProtocols()
+	in.failReply = d.GetLineFailReply()
 	for _, l := range listeners {
 		if !serves(d.GetProtocols(), l.GetProtocol()) {
 			return fail(fmt.Errorf("%s %s does not serve %s, which listener %q needs (it serves %v)",
@@ -305,6 +313,7 @@ func (s *slot) commit(in *instance, swapped bool) {
 	}
 	s.lastError = ""
 	s.failedHash = ""
+	s.failReply = in.failReply
 	s.history = append(slices.DeleteFunc(s.history, func(h string) bool { return h == in.bin.hash }), in.bin.hash)
 	if len(s.history) > keepSnapshots {
 		s.history = s.history[len(s.history)-keepSnapshots:]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +44,8 @@ func layout(t *testing.T) (dir string) {
 		"bin/plugins/probe": {"probe", "./plugins/probe"},
 		"bin/plugins/inbox": {"inbox", "./plugins/inbox"},
 		"bin/plugins/zone":  {"zone", "./plugins/zone"},
+		"bin/plugins/smtp":  {"smtp", "./plugins/smtp"},
+		"bin/plugins/chat":  {"chat", "./plugins/chat"},
 	}
 	for dst, b := range builds {
 		wg.Add(1)
@@ -447,7 +451,9 @@ func TestSecondKernelRefused(t *testing.T) {
 }
 
 // TestDefaultConfig runs `bin/switchyard serve` with no config, as the
-// README's first command does: hello answers on 8080 and probe on 8081.
+// README's first command does: hello answers on 8080 and probe on 8081, the
+// SCGI gateway in the runtime directory, zone on 5353, smtp on 2525 and
+// chat on 4000 with its timer.
 func TestDefaultConfig(t *testing.T) {
 	dir := layout(t)
 	pc := exec.Command(filepath.Join(dir, "bin", "switchyard"), "serve", "-print-config")
@@ -485,6 +491,27 @@ func TestDefaultConfig(t *testing.T) {
 	r, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(q, "127.0.0.1:5353")
 	if err != nil || len(r.Answer) != 1 || !strings.Contains(r.Answer[0].String(), "192.0.2.10") {
 		t.Errorf("DNS www.example.test A: %v %v", r, err)
+	}
+	// The smtp plugin on :2525, with net/smtp's client.
+	if err := smtp.SendMail("127.0.0.1:2525", nil, "a@example.test", []string{"b@example.test"},
+		[]byte("Subject: default config\r\n\r\nhello\r\n")); err != nil {
+		t.Errorf("SMTP to :2525: %v", err)
+	}
+	if keys := k.list("smtp/messages/"); len(keys) != 1 {
+		t.Errorf("stored messages %v, want one", keys)
+	}
+	// chat on :4000 greets a telnet client.
+	cc, err := net.Dial("tcp", "127.0.0.1:4000")
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	defer cc.Close()
+	cc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if greeting, err := bufio.NewReader(cc).ReadString('\n'); err != nil || !strings.Contains(greeting, "chat") {
+		t.Errorf("chat greeting %q %v", greeting, err)
+	}
+	if out, _, code := k.ctl("timers"); code != 0 || !strings.Contains(out, "announce") {
+		t.Errorf("ctl timers: %d %q", code, out)
 	}
 }
 

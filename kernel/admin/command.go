@@ -62,6 +62,7 @@ var commands = []spec{
 	{name: "plugins"},
 	{name: "listeners"},
 	{name: "conns", args: []string{"LISTENER"}, optional: true},
+	{name: "timers"},
 	{name: "reload", args: []string{"PLUGIN"}, mutating: true},
 	{name: "reload-config", mutating: true},
 	{name: "state get", args: []string{"KEY"}},

@@ -32,6 +32,11 @@ var (
 		{"ID", "id"}, {"LISTENER", "listener"}, {"REMOTE", "remote"},
 		{"SINCE", "since"}, {"IN", "bytes_in"}, {"OUT", "bytes_out"},
 	}
+	timerColumns = []column{
+		{"NAME", "name"}, {"PLUGIN", "plugin"}, {"EVERY", "every"}, {"TICKS", "ticks"},
+		{"SKIPPED", "skipped"}, {"ERRORS", "errors"}, {"RUNNING", "running"},
+		{"NEXT", "next"}, {"LAST_ERROR", "last_error"},
+	}
 	stateListColumns = []column{{"KEY", "key"}, {"SIZE", "size"}}
 
 	// tables maps the list commands to their columns.
@@ -39,6 +44,7 @@ var (
 		"plugins":    pluginColumns,
 		"listeners":  listenerColumns,
 		"conns":      connColumns,
+		"timers":     timerColumns,
 		"state list": stateListColumns,
 	}
 )
@@ -46,9 +52,9 @@ var (
 // Render writes a reply's data for humans, the way `switchyard ctl` shows it
 // without -json.
 //
-// plugins, listeners, conns and state list are aligned tables with fixed
-// columns; status is "key: value" lines (uptime as a duration) followed by
-// the listeners and plugins tables; reload is "reloaded PLUGIN: generation
+// plugins, listeners, conns, timers and state list are aligned tables with
+// fixed columns; status is "key: value" lines (uptime as a duration)
+// followed by the listeners, plugins and timers tables; reload is "reloaded PLUGIN: generation
 // N". Other known commands get generic rendering: a table for a list of
 // objects, "key: value" lines for an object, the plain value for a scalar,
 // nothing for null. Unknown commands and shapes a command does not expect
@@ -330,7 +336,7 @@ func renderStatus(w io.Writer, data json.RawMessage) bool {
 		switch f.key {
 		case "version", "pid", "uptime_s", "connections", "config":
 			continue
-		case "listeners", "plugins":
+		case "listeners", "plugins", "timers":
 			if _, isRows := objectRows(f.value); isRows {
 				continue // a table below
 			}
@@ -343,7 +349,7 @@ func renderStatus(w io.Writer, data json.RawMessage) bool {
 	for _, t := range []struct {
 		key  string
 		cols []column
-	}{{"listeners", listenerColumns}, {"plugins", pluginColumns}} {
+	}{{"listeners", listenerColumns}, {"plugins", pluginColumns}, {"timers", timerColumns}} {
 		v, _ := get(fs, t.key)
 		rows, isRows := objectRows(v)
 		if !isRows {

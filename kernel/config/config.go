@@ -77,15 +77,17 @@ type Listener struct {
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`    // bytes, default 1 MiB
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
 	ReadTimeout       Duration `toml:"read_timeout"`        // whole request incl. body, default 60s
-	IdleTimeout       Duration `toml:"idle_timeout"`        // keep-alive idle, default 120s
+	IdleTimeout       Duration `toml:"idle_timeout"`        // http: keep-alive idle, default 120s; line: no input, default 5m
 
 	// scgi
 	Timeout Duration `toml:"timeout"` // per-connection, default 30s
 
 	// line
-	MaxLine int   `toml:"max_line"` // bytes, default 4096
-	Telnet  bool  `toml:"telnet"`   // strip and answer telnet IAC negotiation
-	UTF8    *bool `toml:"utf8"`     // default true; read it with UTF8Enabled
+	MaxLine      int      `toml:"max_line"`      // bytes, default 4096
+	Telnet       bool     `toml:"telnet"`        // strip and answer telnet IAC negotiation
+	UTF8         *bool    `toml:"utf8"`          // default true; read it with UTF8Enabled
+	MaxOutput    int      `toml:"max_output"`    // bytes of unsent output before a slow client is dropped, default 1 MiB
+	WriteTimeout Duration `toml:"write_timeout"` // one write to the client, default 30s
 }
 
 // Timer calls a plugin's Tick on a schedule.

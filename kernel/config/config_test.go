@@ -356,10 +356,15 @@ var cases = []parseCase{
 		doc:  strings.Replace(hello, `"http"`, `"ftp"`, 1),
 		want: []string{`config.toml:6:1: listener "web": unknown protocol "ftp"`}, lines: 1,
 	},
+	{name: "line", doc: strings.Replace(hello, `"http"`, `"line"`, 1) + "max_line = 1000\ntelnet = true\nutf8 = false\nidle_timeout = \"1m\"\nmax_output = 65536\nwrite_timeout = \"5s\"\n"},
 	{
-		name: "line not supported yet (protocol line 6)",
-		doc:  strings.Replace(hello, `"http"`, `"line"`, 1),
-		want: []string{`config.toml:6:1: listener "web": protocol "line" is not supported by this build yet`}, lines: 1,
+		name: "line keys on http",
+		doc:  hello + "max_output = 10\nwrite_timeout = \"1s\"\n",
+		want: []string{
+			`config.toml:9:1: listener "web": max_output applies only to line listeners, not http`,
+			`config.toml:10:1: listener "web": write_timeout applies only to line listeners, not http`,
+		},
+		lines: 2,
 	},
 	{name: "dns", doc: strings.Replace(hello, `"http"`, `"dns"`, 1)},
 	{
@@ -372,12 +377,7 @@ var cases = []parseCase{
 	{
 		name: "http timeouts on scgi",
 		doc:  strings.Replace(hello, `"http"`, `"scgi"`, 1) + "idle_timeout = \"5s\"\n",
-		want: []string{`config.toml:9:1: listener "web": idle_timeout applies only to http listeners, not scgi`}, lines: 1,
-	},
-	{
-		name: "line not supported yet",
-		doc:  strings.Replace(hello, `"http"`, `"line"`, 1),
-		want: []string{`listener "web": protocol "line" is not supported by this build yet`}, lines: 1,
+		want: []string{`config.toml:9:1: listener "web": idle_timeout applies only to http and line listeners, not scgi`}, lines: 1,
 	},
 	{
 		name: "listener without address",
@@ -505,11 +505,7 @@ var cases = []parseCase{
 	{
 		name: "zero size on a line listener",
 		doc:  strings.Replace(hello, `"http"`, `"line"`, 1) + "max_line = 0\n",
-		want: []string{
-			`protocol "line" is not supported by this build yet`,
-			`config.toml:9:1: listener "web": max_line must be positive, got 0`,
-		},
-		lines: 2,
+		want: []string{`config.toml:9:1: listener "web": max_line must be positive, got 0`}, lines: 1,
 	},
 	{name: "small positive values", doc: hello + "max_body = 1\nread_timeout = \"1ns\"\n"},
 
@@ -580,22 +576,17 @@ env = { "A B" = "", "é" = "'\n" }
 	{name: "settings dates", doc: "[plugins.hello]\npath = \"x\"\n[plugins.hello.settings]\nday = 2024-02-29\nat = 23:59:59.123\n"},
 
 	// Timers.
-	{
-		name: "timers not supported yet",
-		doc:  hello + "[[timers]]\nname = \"tick\"\nevery = \"1m\"\nplugin = \"hello\"\n",
-		want: []string{`config.toml:9:3: timers are not supported by this build yet`}, lines: 1,
-	},
+	{name: "timer", doc: hello + "[[timers]]\nname = \"tick\"\nevery = \"1m\"\nplugin = \"hello\"\n"},
 	{
 		name: "timer problems",
 		doc:  hello + "[[timers]]\nname = \"Tick\"\nplugin = \"nope\"\n[[timers]]\nname = \"b\"\nevery = \"0s\"\nplugin = \"hello\"\n",
 		want: []string{
-			`config.toml:9:3: timers are not supported by this build yet`,
 			`config.toml:9:3: timer "Tick": every is required`,
 			`config.toml:10:1: timer "Tick": bad name`,
 			`config.toml:11:1: timer "Tick": plugin "nope" is not defined`,
 			`config.toml:14:1: timer "b": every must be positive, got 0s`,
 		},
-		lines: 5,
+		lines: 4,
 	},
 
 	// Everything at once is reported at once.
@@ -606,11 +597,10 @@ env = { "A B" = "", "é" = "'\n" }
 		want: []string{
 			`config.toml:1:10: plugin "Bad": bad name`,
 			`config.toml:1:10: plugin "Bad": path is required`,
-			`config.toml:4:1: listener "web": protocol "line" is not supported by this build yet`,
 			`config.toml:5:1: listener "web": address "nowhere": want host:port or unix:PATH`,
 			`config.toml:6:1: listener "web": plugin "helo" is not defined`,
 		},
-		lines: 5,
+		lines: 4,
 	},
 }
 
@@ -867,16 +857,19 @@ func TestDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Source != DefaultSource || c.Admin.Socket != "" || c.State.Dir != "" || c.Timers != nil {
-		t.Errorf("source %q, admin %+v, state %+v, timers %v", c.Source, c.Admin, c.State, c.Timers)
+	if c.Source != DefaultSource || c.Admin.Socket != "" || c.State.Dir != "" {
+		t.Errorf("source %q, admin %+v, state %+v", c.Source, c.Admin, c.State)
 	}
-	for _, name := range []string{"hello", "probe", "inbox", "zone"} {
+	if len(c.Timers) != 1 || *c.Timers[0] != (Timer{Name: "announce", Every: Duration(time.Minute), Plugin: "chat"}) {
+		t.Errorf("timers %v", c.Timers)
+	}
+	for _, name := range []string{"hello", "probe", "inbox", "zone", "smtp", "chat"} {
 		p := c.Plugins[name]
 		if p == nil || p.Path != "/opt/switchyard/bin/plugins/"+name {
 			t.Errorf("plugin %s = %+v", name, p)
 		}
 	}
-	if len(c.Plugins) != 4 || len(c.Listeners) != 4 {
+	if len(c.Plugins) != 6 || len(c.Listeners) != 6 {
 		t.Fatalf("plugins %v, listeners %v", c.Plugins, c.Listeners)
 	}
 	for i, want := range []Listener{
@@ -884,6 +877,8 @@ func TestDefault(t *testing.T) {
 		{Name: "probe", Protocol: "http", Address: "127.0.0.1:8081", Plugin: "probe"},
 		{Name: "gateway", Protocol: "scgi", Address: "unix:$RUNTIME/scgi.sock", Plugin: "inbox"},
 		{Name: "dns", Protocol: "dns", Address: "127.0.0.1:5353", Plugin: "zone"},
+		{Name: "mail", Protocol: "line", Address: "127.0.0.1:2525", Plugin: "smtp"},
+		{Name: "chat", Protocol: "line", Address: "127.0.0.1:4000", Plugin: "chat"},
 	} {
 		l := c.Listeners[i]
 		if l.Name != want.Name || l.Protocol != want.Protocol || l.Address != want.Address || l.Plugin != want.Plugin {

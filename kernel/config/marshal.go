@@ -54,6 +54,8 @@ type fileListener struct {
 	MaxLine           *int      `toml:"max_line,omitempty"`
 	Telnet            *bool     `toml:"telnet,omitempty"`
 	UTF8              *bool     `toml:"utf8,omitempty"`
+	MaxOutput         *int      `toml:"max_output,omitempty"`
+	WriteTimeout      *Duration `toml:"write_timeout,omitempty"`
 }
 
 type fileTimer struct {
@@ -99,6 +101,8 @@ func (c *Config) Marshal() ([]byte, error) {
 		set(&fl.MaxLine, "max_line", l.Protocol, l.MaxLine)
 		set(&fl.Telnet, "telnet", l.Protocol, l.Telnet)
 		set(&fl.UTF8, "utf8", l.Protocol, l.UTF8Enabled())
+		set(&fl.MaxOutput, "max_output", l.Protocol, l.MaxOutput)
+		set(&fl.WriteTimeout, "write_timeout", l.Protocol, l.WriteTimeout)
 		f.Listeners = append(f.Listeners, fl)
 	}
 	for _, t := range c.Timers {

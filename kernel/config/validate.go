@@ -21,11 +21,7 @@ var knownProtocols = []string{"http", "scgi", "dns", "line"}
 // supportedProtocols are the protocols this build serves: a listener with
 // another known protocol is rejected as not supported yet. Add a protocol
 // here when its front end lands.
-var supportedProtocols = []string{"http", "scgi", "dns"}
-
-// timersSupported reports whether this build runs [[timers]]; until it does,
-// any timer is rejected (after its fields are checked like any other).
-const timersSupported = false
+var supportedProtocols = []string{"http", "scgi", "dns", "line"}
 
 // protocolKeys lists the listener keys that apply to some protocols only.
 // Parse rejects one set on a listener of another protocol, and Marshal
@@ -35,11 +31,13 @@ var protocolKeys = map[string][]string{
 	"max_header_bytes":    {"http", "scgi"},
 	"read_header_timeout": {"http"},
 	"read_timeout":        {"http"},
-	"idle_timeout":        {"http"},
+	"idle_timeout":        {"http", "line"},
 	"timeout":             {"scgi"},
 	"max_line":            {"line"},
 	"telnet":              {"line"},
 	"utf8":                {"line"},
+	"max_output":          {"line"},
+	"write_timeout":       {"line"},
 }
 
 // applies reports whether the listener key applies to protocol.
@@ -61,6 +59,9 @@ const (
 	defaultIdleTimeout       = Duration(120 * time.Second)
 	defaultSCGITimeout       = Duration(30 * time.Second)
 	defaultMaxLine           = 4096
+	defaultLineIdleTimeout   = Duration(5 * time.Minute)
+	defaultMaxOutput         = 1 << 20
+	defaultWriteTimeout      = Duration(30 * time.Second)
 )
 
 // maxUnixPath is the longest UNIX socket path the kernel can bind on Linux
@@ -132,9 +133,6 @@ func (k *checker) check() {
 			c.Timers[i] = &Timer{}
 		}
 		k.timer(i, c.Timers[i], timerNames)
-	}
-	if len(c.Timers) > 0 && !timersSupported {
-		k.errorf(root.key("timers").elem(0), "timers are not supported by this build yet")
 	}
 }
 
@@ -258,9 +256,15 @@ func (k *checker) listener(i int, l *Listener, names map[string]bool, addresses 
 	listenerPositive(k, at, what, misplaced, "max_header_bytes", &l.MaxHeaderBytes, defaultMaxHeaderBytes)
 	listenerPositive(k, at, what, misplaced, "read_header_timeout", &l.ReadHeaderTimeout, defaultReadHeaderTimeout)
 	listenerPositive(k, at, what, misplaced, "read_timeout", &l.ReadTimeout, defaultReadTimeout)
-	listenerPositive(k, at, what, misplaced, "idle_timeout", &l.IdleTimeout, defaultIdleTimeout)
+	idle := defaultIdleTimeout
+	if l.Protocol == "line" {
+		idle = defaultLineIdleTimeout
+	}
+	listenerPositive(k, at, what, misplaced, "idle_timeout", &l.IdleTimeout, idle)
 	listenerPositive(k, at, what, misplaced, "timeout", &l.Timeout, defaultSCGITimeout)
 	listenerPositive(k, at, what, misplaced, "max_line", &l.MaxLine, defaultMaxLine)
+	listenerPositive(k, at, what, misplaced, "max_output", &l.MaxOutput, defaultMaxOutput)
+	listenerPositive(k, at, what, misplaced, "write_timeout", &l.WriteTimeout, defaultWriteTimeout)
 	if l.UTF8 == nil {
 		l.UTF8 = ptr(true)
 	}

@@ -169,7 +169,7 @@ func TestProcessServe(t *testing.T) {
 		t.Fatalf("pid %d is not a live process", pid)
 	}
 	d, err := p.Describe(context.Background())
-	if err != nil || d.GetName() != "probe" || d.GetVersion() != "test" || strings.Join(d.GetProtocols(), ",") != "http,dns" {
+	if err != nil || d.GetName() != "probe" || d.GetVersion() != "test" || strings.Join(d.GetProtocols(), ",") != "http,dns,line,timer" {
 		t.Fatalf("Describe: %v %v", d, err)
 	}
 	srv, done := serveProbe(t, p)

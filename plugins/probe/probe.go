@@ -60,7 +60,15 @@ func newProbe(version string, exit func(int), stderr io.Writer) *probe {
 }
 
 func (p *probe) plugin() sdk.Plugin {
-	return sdk.Plugin{Name: "probe", Version: p.version, HTTP: p.mux, DNS: dns.HandlerFunc(p.serveDNS)}
+	return sdk.Plugin{
+		Name:          "probe",
+		Version:       p.version,
+		HTTP:          p.mux,
+		DNS:           dns.HandlerFunc(p.serveDNS),
+		Line:          probeLine{p},
+		LineFailReply: failReply,
+		Tick:          p.tick,
+	}
 }
 
 // serveDNS answers every query, whatever its name and type, with one TXT

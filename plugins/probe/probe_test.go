@@ -71,7 +71,7 @@ func get(t *testing.T, path string) *http.Request {
 
 func TestDescribe(t *testing.T) {
 	tp := newTestProbe(t)
-	if d := tp.Describe; d.GetName() != "probe" || d.GetVersion() != "v1" || !reflect.DeepEqual(d.GetProtocols(), []string{"http", "dns"}) {
+	if d := tp.Describe; d.GetName() != "probe" || d.GetVersion() != "v1" || !reflect.DeepEqual(d.GetProtocols(), []string{"http", "dns", "line", "timer"}) {
 		t.Errorf("Describe = %v", d)
 	}
 }
