@@ -32,8 +32,18 @@ func main() {
 	threads := flag.Int("threads", 2, "wrk threads")
 	swaps := flag.Int("swaps", 20, "hot swaps to time")
 	jsonOut := flag.String("json", "", "also write the results as JSON to this `file`")
+	only := flag.String("only", "", "run only these comma-separated `sections` (http, line); default all")
+	idle := flag.Int("idle", 10000, "idle line connections to open for the memory measurement (0: none)")
+	smtpMsgs := flag.Int("smtp", 5000, "messages smtp-source sends to each SMTP receiver")
 	flag.Parse()
-	if err := run(*duration, *conns, *threads, *swaps, *jsonOut); err != nil {
+	opts := options{idle: *idle, smtp: *smtpMsgs, sections: map[string]bool{"http": true, "line": true}}
+	if *only != "" {
+		opts.sections = map[string]bool{}
+		for _, s := range strings.Split(*only, ",") {
+			opts.sections[strings.TrimSpace(s)] = true
+		}
+	}
+	if err := run(*duration, *conns, *threads, *swaps, *jsonOut, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -49,6 +59,17 @@ type Results struct {
 	// responder req/s.
 	SCGIRatio float64    `json:"scgi_ratio,omitempty"`
 	Swap      SwapResult `json:"swap"`
+	// Lines are the line-protocol measurements: round trips through probe
+	// against an in-process echo, SMTP through the smtp plugin against
+	// postfix's smtp-sink, and the kernel's memory per idle connection.
+	Lines *LineResults `json:"lines,omitempty"`
+}
+
+// options select what a run measures.
+type options struct {
+	sections map[string]bool // "http" (HTTP, SCGI, swaps), "line"
+	idle     int             // idle line connections for the memory measurement
+	smtp     int             // messages per smtp-source run
 }
 
 // WrkResult is one wrk run.
@@ -69,10 +90,7 @@ type SwapResult struct {
 	AllMS    []float64 `json:"all_ms"`
 }
 
-func run(duration time.Duration, conns, threads, swaps int, jsonOut string) error {
-	if _, err := exec.LookPath("wrk"); err != nil {
-		return errors.New("wrk is not installed (Debian: apt-get install wrk)")
-	}
+func run(duration time.Duration, conns, threads, swaps int, jsonOut string, opts options) error {
 	root, err := os.Getwd()
 	if err != nil {
 		return err
@@ -82,6 +100,35 @@ func run(duration time.Duration, conns, threads, swaps int, jsonOut string) erro
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	var res Results
+	res.Machine = machine()
+	if opts.sections["http"] {
+		if err := benchHTTP(&res, root, tmp, duration, conns, threads, swaps); err != nil {
+			return err
+		}
+	}
+	if opts.sections["line"] {
+		if res.Lines, err = lineSections(context.Background(), root, tmp, duration, opts.idle, opts.smtp); err != nil {
+			return err
+		}
+	}
+	report(os.Stdout, res, duration, conns)
+	if jsonOut != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
+	}
+	return nil
+}
+
+// benchHTTP measures HTTP and SCGI through the kernel against their
+// in-process baselines, and the latency of hot swaps.
+func benchHTTP(res *Results, root, tmp string, duration time.Duration, conns, threads, swaps int) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (Debian: apt-get install wrk)")
+	}
 
 	// Two builds of hello to swap between; the kernel runs a copy.
 	hello := filepath.Join(root, "bin", "plugins", "hello")
@@ -165,8 +212,6 @@ plugin = "hello"
 		}
 	}
 
-	var res Results
-	res.Machine = machine()
 	// Warm both up, then measure each.
 	for _, u := range []string{kurl, burl} {
 		if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
@@ -217,19 +262,20 @@ plugin = "hello"
 		res.Swap.MaxMS = sorted[n-1]
 	}
 
-	report(os.Stdout, res, duration, conns)
-	if jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
-	}
 	return nil
 }
 
 func report(w io.Writer, r Results, d time.Duration, conns int) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
+	if len(r.HTTP) > 0 {
+		reportHTTP(w, r, d, conns)
+	}
+	if l := r.Lines; l != nil {
+		reportLines(w, l, d)
+	}
+}
+
+func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
 	fmt.Fprintf(w, "wrk: %d keep-alive connections, %v per run\n\n", conns, d)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tREQ/S\tP50\tP99\tREQUESTS\tERRORS")
@@ -244,6 +290,31 @@ func report(w io.Writer, r Results, d time.Duration, conns int) {
 	fmt.Fprintf(w, "ratio SCGI nginx→kernel→plugin / nginx→in-process responder: %.2f\n", r.SCGIRatio)
 	fmt.Fprintf(w, "swap (rename to new version answering), %d swaps: median %.0fms, max %.0fms\n",
 		r.Swap.Count, r.Swap.MedianMS, r.Swap.MaxMS)
+}
+
+func reportLines(w io.Writer, l *LineResults, d time.Duration) {
+	fmt.Fprintf(w, "\nline round trips: 50 clients in lock step, %v per run\n", d)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tROUND TRIPS/S\tROUND TRIPS\tERRORS")
+	for _, r := range l.Line {
+		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\n", r.Name, r.PerSec, r.RoundTrips, r.Errors)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "ratio line plugin/in-process: %.2f\n", l.LineRatio)
+	if len(l.SMTP) > 0 {
+		fmt.Fprintf(w, "\nsmtp-source: %d messages of 4 KiB, %d sessions in parallel\n", l.SMTP[0].Messages, l.SMTP[0].Sessions)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RUN\tMESSAGES/S\tSECONDS")
+		for _, r := range l.SMTP {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\n", r.Name, r.PerSec, r.Seconds)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "ratio smtp plugin/smtp-sink: %.2f\n", l.SMTPRatio)
+	}
+	if i := l.Idle; i.Conns > 0 {
+		fmt.Fprintf(w, "\nkernel RSS: %d KiB idle, %d KiB with %d idle line connections: %.0f bytes (%.1f KiB) per connection\n",
+			i.IdleKiB, i.LoadedKiB, i.Conns, i.PerConnBytes, i.PerConnBytes/1024)
+	}
 }
 
 var (
