@@ -26,11 +26,12 @@ const DefaultSource = "embedded default"
 // Config is the kernel's whole configuration. Parse fills every field the
 // kernel reads, so a Config that Parse returned needs no further defaulting.
 type Config struct {
-	Admin     Admin              `toml:"admin"`
-	State     State              `toml:"state"`
-	Plugins   map[string]*Plugin `toml:"plugins"` // never nil after Parse
-	Listeners []*Listener        `toml:"listeners"`
-	Timers    []*Timer           `toml:"timers"`
+	Admin      Admin              `toml:"admin"`
+	State      State              `toml:"state"`
+	Privileges Privileges         `toml:"privileges"`
+	Plugins    map[string]*Plugin `toml:"plugins"` // never nil after Parse
+	Listeners  []*Listener        `toml:"listeners"`
+	Timers     []*Timer           `toml:"timers"`
 
 	Source string `toml:"-"` // the name given to Parse ("" never)
 	Dir    string `toml:"-"` // the absolute base dir used for relative paths
@@ -46,6 +47,16 @@ type State struct {
 	Dir string `toml:"dir"` // "" = let the kernel choose; else absolute
 }
 
+// Privileges say whom the kernel runs as once it has bound its sockets.
+type Privileges struct {
+	// User is the user a kernel started as root becomes after binding its
+	// listeners and before starting any plugin; its plugins run as it too.
+	// "" keeps the user the kernel was started as.
+	User string `toml:"user"`
+	// Group is the group to take; "" means User's primary group.
+	Group string `toml:"group"`
+}
+
 // Plugin is one plugin slot: the executable to run and how to treat it.
 type Plugin struct {
 	Name         string            `toml:"-"`             // the table key, filled by Parse
@@ -56,6 +67,25 @@ type Plugin struct {
 	DrainTimeout Duration          `toml:"drain_timeout"` // default 30s
 	CallTimeout  Duration          `toml:"call_timeout"`  // default 10s
 	StartTimeout Duration          `toml:"start_timeout"` // default 5s: exec to handshake done
+	// SHA256 pins the executable: one whose content hash differs is
+	// refused and the running version keeps serving. "" pins nothing.
+	SHA256 string `toml:"sha256"`
+	// HungCalls: a process whose calls time out this many times in a row,
+	// with no call answered in between, is restarted (default 8).
+	HungCalls int `toml:"hung_calls"`
+	// MaxMemory: a process whose resident memory passes this many bytes
+	// is replaced by a fresh one of the same executable, gracefully
+	// (default 1 GiB).
+	MaxMemory int64 `toml:"max_memory"`
+	// QuarantineAfter: an executable whose processes die this many times
+	// in a row, each within 10 s of starting, is not restarted again until
+	// its file changes or `ctl reload` forces it (default 5).
+	QuarantineAfter int `toml:"quarantine_after"`
+	// Rollback swaps back to the previous executable when a new one
+	// answers clearly worse than it did within RollbackWindow of a swap
+	// (default true, 30s).
+	Rollback       *bool    `toml:"rollback"`
+	RollbackWindow Duration `toml:"rollback_window"`
 	// Settings is opaque to the kernel and handed to the plugin's Configure
 	// as JSON. Parse turns TOML dates and times into RFC 3339 strings, so the
 	// map holds only string, int64, float64, bool, []any and map[string]any
@@ -72,12 +102,16 @@ type Listener struct {
 	Address  string `toml:"address"`  // host:port, or unix:/absolute/path after Parse (stream protocols only)
 	Plugin   string `toml:"plugin"`
 
+	// http, scgi, line, and dns over TCP: connections open at once beyond
+	// which new ones are closed at once (default 10000).
+	MaxConnections int `toml:"max_connections"`
+
 	// http and scgi
 	MaxBody           int64    `toml:"max_body"`            // bytes, default 10 MiB
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`    // bytes, default 1 MiB
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"` // default 10s
 	ReadTimeout       Duration `toml:"read_timeout"`        // whole request incl. body, default 60s
-	IdleTimeout       Duration `toml:"idle_timeout"`        // http: keep-alive idle, default 120s; line: no input, default 5m
+	IdleTimeout       Duration `toml:"idle_timeout"`        // http: keep-alive idle, default 120s; line: no input, default 5m; dns: TCP without a query, default 10s
 
 	// scgi
 	Timeout Duration `toml:"timeout"` // per-connection, default 30s
@@ -87,7 +121,10 @@ type Listener struct {
 	Telnet       bool     `toml:"telnet"`        // strip and answer telnet IAC negotiation
 	UTF8         *bool    `toml:"utf8"`          // default true; read it with UTF8Enabled
 	MaxOutput    int      `toml:"max_output"`    // bytes of unsent output before a slow client is dropped, default 1 MiB
-	WriteTimeout Duration `toml:"write_timeout"` // one write to the client, default 30s
+	WriteTimeout Duration `toml:"write_timeout"` // line: one write to the client, default 30s; http: the whole response, default 60s
+
+	// dns
+	MaxInflight int `toml:"max_inflight"` // queries answered at once; more get SERVFAIL at once (default 1024)
 }
 
 // Timer calls a plugin's Tick on a schedule.
@@ -163,6 +200,9 @@ func Parse(data []byte, name, baseDir string) (*Config, error) {
 	return &c, nil
 }
 
+// RollbackEnabled reports whether a bad swap is rolled back.
+func (p *Plugin) RollbackEnabled() bool { return p.Rollback == nil || *p.Rollback }
+
 // WatchEnabled reports whether the slot swaps when its executable changes.
 func (p *Plugin) WatchEnabled() bool { return p.Watch == nil || *p.Watch }
 
@@ -174,6 +214,7 @@ func (p *Plugin) SameProcess(q *Plugin) bool {
 		return p == q
 	}
 	return p.Path == q.Path &&
+		p.SHA256 == q.SHA256 &&
 		slices.Equal(p.Args, q.Args) &&
 		maps.Equal(p.Env, q.Env) &&
 		(len(p.Settings) == 0 && len(q.Settings) == 0 || reflect.DeepEqual(p.Settings, q.Settings))

@@ -359,14 +359,43 @@ var cases = []parseCase{
 	{name: "line", doc: strings.Replace(hello, `"http"`, `"line"`, 1) + "max_line = 1000\ntelnet = true\nutf8 = false\nidle_timeout = \"1m\"\nmax_output = 65536\nwrite_timeout = \"5s\"\n"},
 	{
 		name: "line keys on http",
-		doc:  hello + "max_output = 10\nwrite_timeout = \"1s\"\n",
+		doc:  hello + "max_output = 10\ntelnet = true\n",
 		want: []string{
 			`config.toml:9:1: listener "web": max_output applies only to line listeners, not http`,
-			`config.toml:10:1: listener "web": write_timeout applies only to line listeners, not http`,
+			`config.toml:10:1: listener "web": telnet applies only to line listeners, not http`,
 		},
 		lines: 2,
 	},
 	{name: "dns", doc: strings.Replace(hello, `"http"`, `"dns"`, 1)},
+	{name: "dns limits", doc: strings.Replace(hello, `"http"`, `"dns"`, 1) + "idle_timeout = \"3s\"\nmax_inflight = 64\nmax_connections = 100\n"},
+	{name: "http limits", doc: hello + "max_connections = 5\nwrite_timeout = \"5s\"\n"},
+	{
+		name: "zero max_connections",
+		doc:  hello + "max_connections = 0\n",
+		want: []string{`config.toml:9:1: listener "web": max_connections must be positive, got 0`}, lines: 1,
+	},
+	{
+		name: "max_inflight on http",
+		doc:  hello + "max_inflight = 5\n",
+		want: []string{`config.toml:9:1: listener "web": max_inflight applies only to dns listeners, not http`}, lines: 1,
+	},
+	{name: "plugin fault keys", doc: "[plugins.hello]\npath = \"x\"\nsha256 = \"" + strings.Repeat("AB", 32) + "\"\nhung_calls = 2\nmax_memory = 1048576\nquarantine_after = 3\nrollback = false\nrollback_window = \"5s\"\n"},
+	{
+		name: "bad sha256",
+		doc:  "[plugins.hello]\npath = \"x\"\nsha256 = \"abc\"\n",
+		want: []string{`config.toml:3:1: plugin "hello": sha256 must be 64 hex digits, got "abc"`}, lines: 1,
+	},
+	{
+		name: "zero hung_calls",
+		doc:  "[plugins.hello]\npath = \"x\"\nhung_calls = 0\n",
+		want: []string{`config.toml:3:1: plugin "hello": hung_calls must be positive, got 0`}, lines: 1,
+	},
+	{name: "privileges", doc: hello + "[privileges]\nuser = \"nobody\"\ngroup = \"nogroup\"\n"},
+	{
+		name: "group without user",
+		doc:  hello + "[privileges]\ngroup = \"nogroup\"\n",
+		want: []string{`privileges.group needs privileges.user`}, lines: 1,
+	},
 	{
 		name: "scgi keys on dns",
 		doc:  strings.Replace(hello, `"http"`, `"dns"`, 1) + "timeout = \"5s\"\n",
@@ -377,7 +406,7 @@ var cases = []parseCase{
 	{
 		name: "http timeouts on scgi",
 		doc:  strings.Replace(hello, `"http"`, `"scgi"`, 1) + "idle_timeout = \"5s\"\n",
-		want: []string{`config.toml:9:1: listener "web": idle_timeout applies only to http and line listeners, not scgi`}, lines: 1,
+		want: []string{`config.toml:9:1: listener "web": idle_timeout applies only to http and line and dns listeners, not scgi`}, lines: 1,
 	},
 	{
 		name: "listener without address",

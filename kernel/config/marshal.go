@@ -13,11 +13,12 @@ import (
 // state, empty lists, keys that do not apply to a listener's protocol).
 
 type fileConfig struct {
-	Admin     *fileAdmin             `toml:"admin,omitempty"`
-	State     *fileState             `toml:"state,omitempty"`
-	Plugins   map[string]*filePlugin `toml:"plugins,omitempty"`
-	Listeners []*fileListener        `toml:"listeners,omitempty"`
-	Timers    []*fileTimer           `toml:"timers,omitempty"`
+	Admin      *fileAdmin             `toml:"admin,omitempty"`
+	State      *fileState             `toml:"state,omitempty"`
+	Privileges *Privileges            `toml:"privileges,omitempty"`
+	Plugins    map[string]*filePlugin `toml:"plugins,omitempty"`
+	Listeners  []*fileListener        `toml:"listeners,omitempty"`
+	Timers     []*fileTimer           `toml:"timers,omitempty"`
 }
 
 type fileAdmin struct {
@@ -35,6 +36,12 @@ type filePlugin struct {
 	DrainTimeout Duration          `toml:"drain_timeout"`
 	CallTimeout  Duration          `toml:"call_timeout"`
 	StartTimeout Duration          `toml:"start_timeout"`
+	SHA256       string            `toml:"sha256,omitempty"`
+	HungCalls    int               `toml:"hung_calls"`
+	MaxMemory    int64             `toml:"max_memory"`
+	Quarantine   int               `toml:"quarantine_after"`
+	Rollback     bool              `toml:"rollback"`
+	RollbackWin  Duration          `toml:"rollback_window"`
 	Env          map[string]string `toml:"env,omitempty"`
 	Settings     map[string]any    `toml:"settings,omitempty"`
 }
@@ -45,6 +52,7 @@ type fileListener struct {
 	Address  string `toml:"address"`
 	Plugin   string `toml:"plugin"`
 
+	MaxConnections    *int      `toml:"max_connections,omitempty"`
 	MaxBody           *int64    `toml:"max_body,omitempty"`
 	MaxHeaderBytes    *int      `toml:"max_header_bytes,omitempty"`
 	ReadHeaderTimeout *Duration `toml:"read_header_timeout,omitempty"`
@@ -56,6 +64,7 @@ type fileListener struct {
 	UTF8              *bool     `toml:"utf8,omitempty"`
 	MaxOutput         *int      `toml:"max_output,omitempty"`
 	WriteTimeout      *Duration `toml:"write_timeout,omitempty"`
+	MaxInflight       *int      `toml:"max_inflight,omitempty"`
 }
 
 type fileTimer struct {
@@ -75,6 +84,9 @@ func (c *Config) Marshal() ([]byte, error) {
 	if c.State.Dir != "" {
 		f.State = &fileState{Dir: c.State.Dir}
 	}
+	if c.Privileges != (Privileges{}) {
+		f.Privileges = &c.Privileges
+	}
 	if len(c.Plugins) > 0 {
 		f.Plugins = make(map[string]*filePlugin, len(c.Plugins))
 	}
@@ -87,11 +99,18 @@ func (c *Config) Marshal() ([]byte, error) {
 			DrainTimeout: p.DrainTimeout,
 			CallTimeout:  p.CallTimeout,
 			StartTimeout: p.StartTimeout,
+			SHA256:       p.SHA256,
+			HungCalls:    p.HungCalls,
+			MaxMemory:    p.MaxMemory,
+			Quarantine:   p.QuarantineAfter,
+			Rollback:     p.RollbackEnabled(),
+			RollbackWin:  p.RollbackWindow,
 			Settings:     p.Settings,
 		}
 	}
 	for _, l := range c.Listeners {
 		fl := &fileListener{Name: l.Name, Protocol: l.Protocol, Address: l.Address, Plugin: l.Plugin}
+		set(&fl.MaxConnections, "max_connections", l.Protocol, l.MaxConnections)
 		set(&fl.MaxBody, "max_body", l.Protocol, l.MaxBody)
 		set(&fl.MaxHeaderBytes, "max_header_bytes", l.Protocol, l.MaxHeaderBytes)
 		set(&fl.ReadHeaderTimeout, "read_header_timeout", l.Protocol, l.ReadHeaderTimeout)
@@ -103,6 +122,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		set(&fl.UTF8, "utf8", l.Protocol, l.UTF8Enabled())
 		set(&fl.MaxOutput, "max_output", l.Protocol, l.MaxOutput)
 		set(&fl.WriteTimeout, "write_timeout", l.Protocol, l.WriteTimeout)
+		set(&fl.MaxInflight, "max_inflight", l.Protocol, l.MaxInflight)
 		f.Listeners = append(f.Listeners, fl)
 	}
 	for _, t := range c.Timers {

@@ -31,13 +31,15 @@ var protocolKeys = map[string][]string{
 	"max_header_bytes":    {"http", "scgi"},
 	"read_header_timeout": {"http"},
 	"read_timeout":        {"http"},
-	"idle_timeout":        {"http", "line"},
+	"idle_timeout":        {"http", "line", "dns"},
+	"max_connections":     {"http", "scgi", "line", "dns"},
+	"max_inflight":        {"dns"},
 	"timeout":             {"scgi"},
 	"max_line":            {"line"},
 	"telnet":              {"line"},
 	"utf8":                {"line"},
 	"max_output":          {"line"},
-	"write_timeout":       {"line"},
+	"write_timeout":       {"http", "line"},
 }
 
 // applies reports whether the listener key applies to protocol.
@@ -62,6 +64,15 @@ const (
 	defaultLineIdleTimeout   = Duration(5 * time.Minute)
 	defaultMaxOutput         = 1 << 20
 	defaultWriteTimeout      = Duration(30 * time.Second)
+	defaultHTTPWriteTimeout  = Duration(60 * time.Second)
+	defaultDNSIdleTimeout    = Duration(10 * time.Second)
+	defaultMaxConnections    = 10000
+	defaultMaxInflight       = 1024
+
+	defaultHungCalls       = 8
+	defaultMaxMemory       = 1 << 30
+	defaultQuarantineAfter = 5
+	defaultRollbackWindow  = Duration(30 * time.Second)
 )
 
 // maxUnixPath is the longest UNIX socket path the kernel can bind on Linux
@@ -93,6 +104,9 @@ func (k *checker) check() {
 		k.errorf(root.key("admin").key("socket"), "admin.socket: path is %d bytes, longer than a UNIX socket allows (%d)", len(c.Admin.Socket), maxUnixPath)
 	}
 	k.path(root.key("state").key("dir"), "state.dir", &c.State.Dir)
+	if c.Privileges.Group != "" && c.Privileges.User == "" {
+		k.errorf(root.key("privileges").key("group"), "privileges.group needs privileges.user")
+	}
 
 	if c.Plugins == nil {
 		c.Plugins = map[string]*Plugin{}
@@ -188,6 +202,19 @@ func (k *checker) plugin(name string, p *Plugin) {
 	positive(k, at.key("drain_timeout"), what, &p.DrainTimeout, defaultDrainTimeout)
 	positive(k, at.key("call_timeout"), what, &p.CallTimeout, defaultCallTimeout)
 	positive(k, at.key("start_timeout"), what, &p.StartTimeout, defaultStartTimeout)
+	positive(k, at.key("hung_calls"), what, &p.HungCalls, defaultHungCalls)
+	positive(k, at.key("max_memory"), what, &p.MaxMemory, defaultMaxMemory)
+	positive(k, at.key("quarantine_after"), what, &p.QuarantineAfter, defaultQuarantineAfter)
+	positive(k, at.key("rollback_window"), what, &p.RollbackWindow, defaultRollbackWindow)
+	if p.Rollback == nil {
+		p.Rollback = ptr(true)
+	}
+	if p.SHA256 != "" {
+		p.SHA256 = strings.ToLower(p.SHA256)
+		if len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "" {
+			k.errorf(at.key("sha256"), "%s: sha256 must be 64 hex digits, got %q", what, p.SHA256)
+		}
+	}
 
 	if p.Settings == nil {
 		p.Settings = map[string]any{}
@@ -256,15 +283,20 @@ func (k *checker) listener(i int, l *Listener, names map[string]bool, addresses 
 	listenerPositive(k, at, what, misplaced, "max_header_bytes", &l.MaxHeaderBytes, defaultMaxHeaderBytes)
 	listenerPositive(k, at, what, misplaced, "read_header_timeout", &l.ReadHeaderTimeout, defaultReadHeaderTimeout)
 	listenerPositive(k, at, what, misplaced, "read_timeout", &l.ReadTimeout, defaultReadTimeout)
-	idle := defaultIdleTimeout
-	if l.Protocol == "line" {
-		idle = defaultLineIdleTimeout
+	idle, write := defaultIdleTimeout, defaultHTTPWriteTimeout
+	switch l.Protocol {
+	case "line":
+		idle, write = defaultLineIdleTimeout, defaultWriteTimeout
+	case "dns":
+		idle = defaultDNSIdleTimeout
 	}
 	listenerPositive(k, at, what, misplaced, "idle_timeout", &l.IdleTimeout, idle)
+	listenerPositive(k, at, what, misplaced, "max_connections", &l.MaxConnections, defaultMaxConnections)
+	listenerPositive(k, at, what, misplaced, "max_inflight", &l.MaxInflight, defaultMaxInflight)
 	listenerPositive(k, at, what, misplaced, "timeout", &l.Timeout, defaultSCGITimeout)
 	listenerPositive(k, at, what, misplaced, "max_line", &l.MaxLine, defaultMaxLine)
 	listenerPositive(k, at, what, misplaced, "max_output", &l.MaxOutput, defaultMaxOutput)
-	listenerPositive(k, at, what, misplaced, "write_timeout", &l.WriteTimeout, defaultWriteTimeout)
+	listenerPositive(k, at, what, misplaced, "write_timeout", &l.WriteTimeout, write)
 	if l.UTF8 == nil {
 		l.UTF8 = ptr(true)
 	}
