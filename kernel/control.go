@@ -109,6 +109,9 @@ type ListenerInfo struct {
 	Accepted    int64  `json:"accepted"`
 	Requests    int64  `json:"requests"`
 	Errors      int64  `json:"errors"`
+	// Refused counts connections closed at once because max_connections
+	// were open.
+	Refused int64 `json:"refused"`
 }
 
 // Listeners lists the listeners, by name.
@@ -130,6 +133,7 @@ func (k *Kernel) Listeners() []ListenerInfo {
 			Accepted:    st.Accepted,
 			Requests:    st.Requests,
 			Errors:      st.Errors,
+			Refused:     l.srv.refused(),
 		})
 	}
 	slices.SortFunc(out, func(a, b ListenerInfo) int { return cmp.Compare(a.Name, b.Name) })

@@ -44,8 +44,12 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	cfg, _ := s.config()
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.CallTimeout.D())
 	defer cancel()
-	err := s.withInstance(ctx, func(in *instance) error {
-		return in.proc.ServeHTTP(ctx, w, r, listener)
+	sw := &statusWriter{ResponseWriter: w}
+	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+		err := in.proc.ServeHTTP(ctx, sw, r, listener)
+		// A 5xx the plugin answered itself counts against its version,
+		// for rollback; the kernel's own error answers come below.
+		return sw.code >= 500, err
 	})
 	var waited acquireError
 	if errors.As(err, &waited) && r.Context().Err() != nil {
@@ -98,20 +102,48 @@ type acquireError struct{ error }
 
 func (e acquireError) Unwrap() error { return e.error }
 
-// withInstance runs f on the slot's current instance. A call that could not
-// be sent because the instance had just died is sent again to its
-// replacement, so a crash costs only the calls the dead process held.
-// Errors from waiting for an instance come as acquireError.
-func (s *slot) withInstance(ctx context.Context, f func(*instance) error) error {
+// statusWriter records the status code of the answer written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// withInstance runs f on the slot's current instance; f reports whether
+// the answer, though it came, was a failure of the plugin's (an HTTP 5xx,
+// a DNS SERVFAIL). A call that could not be sent because the instance had
+// just died is sent again to its replacement, so a crash costs only the
+// calls the dead process held. Each call's outcome is counted on the
+// instance that had it (settle). Errors from waiting for an instance come
+// as acquireError.
+func (s *slot) withInstance(ctx context.Context, f func(*instance) (bad bool, err error)) error {
 	var err error
 	for range maxAttempts {
 		in, aerr := s.acquire(ctx)
 		if aerr != nil {
 			return acquireError{aerr}
 		}
-		err = f(in)
+		var bad bool
+		bad, err = f(in)
 		in.release()
 		if !errors.Is(err, host.ErrNotSent) {
+			s.settle(ctx, in, bad, err)
 			return err
 		}
 		// One broken stream is no reason to kill the process and the
@@ -137,10 +169,11 @@ func (s *slot) serveDNS(ctx context.Context, q dnsl.Query, listener string) ([]b
 		hq.LocalAddr = q.Local.String()
 	}
 	var answer []byte
-	err := s.withInstance(ctx, func(in *instance) error {
+	err := s.withInstance(ctx, func(in *instance) (bool, error) {
 		var err error
 		answer, err = in.proc.ServeDNS(ctx, hq)
-		return err
+		// A SERVFAIL the plugin answered itself counts against it.
+		return len(answer) >= 4 && answer[3]&0x0f == 2, err
 	})
 	if err != nil {
 		s.errs.Add(1)

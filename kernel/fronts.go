@@ -22,6 +22,9 @@ type front interface {
 	// Shutdown stops accepting and lets work in flight finish within ctx.
 	Shutdown(ctx context.Context) error
 	counters() frontStats
+	// refused counts the connections closed at once because the
+	// listener's max_connections were open.
+	refused() int64
 }
 
 // frontStats are a front end's counters, as `ctl listeners` shows them.
@@ -37,7 +40,13 @@ type frontStats struct {
 func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger, connIDs *atomic.Uint64) (front, error) {
 	switch lc.Protocol {
 	case "dns":
-		return dnsFront{dnsl.New(dnsl.Config{Name: lc.Name, Logger: log}, rt), sock.pc}, nil
+		return dnsFront{dnsl.New(dnsl.Config{
+			Name:           lc.Name,
+			MaxInFlight:    lc.MaxInflight,
+			TCPIdleTimeout: lc.IdleTimeout.D(),
+			MaxConnections: lc.MaxConnections,
+			Logger:         log,
+		}, rt), sock.pc}, nil
 	case "http":
 		return httpFront{httpl.New(httpl.Config{
 			Name:              lc.Name,
@@ -46,6 +55,8 @@ func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger, co
 			ReadHeaderTimeout: lc.ReadHeaderTimeout.D(),
 			ReadTimeout:       lc.ReadTimeout.D(),
 			IdleTimeout:       lc.IdleTimeout.D(),
+			WriteTimeout:      lc.WriteTimeout.D(),
+			MaxConnections:    lc.MaxConnections,
 			Logger:            log,
 		}, rt)}, nil
 	case "line":
@@ -61,13 +72,18 @@ func newFront(lc *config.Listener, rt *route, sock *socket, log *slog.Logger, co
 			MaxHeaderBytes: lc.MaxHeaderBytes,
 			MaxBody:        lc.MaxBody,
 			Timeout:        lc.Timeout.D(),
+			MaxConnections: lc.MaxConnections,
 			Logger:         log,
 		}, rt)}, nil
 	}
 	return nil, fmt.Errorf("listener %q: protocol %q has no front end in this build", lc.Name, lc.Protocol)
 }
 
+func (f lineFront) refused() int64 { return f.Refused() }
+
 type httpFront struct{ *httpl.Server }
+
+func (f httpFront) refused() int64 { return f.Refused() }
 
 func (f httpFront) counters() frontStats {
 	s := f.Stats()
@@ -84,12 +100,16 @@ func (f dnsFront) Serve(ln net.Listener) error {
 	return f.Server.Serve(&packetView{PacketConn: f.pc}, ln)
 }
 
+func (f dnsFront) refused() int64 { return f.Refused() }
+
 func (f dnsFront) counters() frontStats {
 	s := f.Stats()
 	return frontStats{Connections: s.Connections, Accepted: s.Accepted, Requests: s.Requests, Errors: s.Errors}
 }
 
 type scgiFront struct{ *scgi.Server }
+
+func (f scgiFront) refused() int64 { return f.Refused() }
 
 func (f scgiFront) counters() frontStats {
 	s := f.Stats()

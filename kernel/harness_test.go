@@ -50,7 +50,11 @@ type testKernel struct {
 // startKernel writes cfg as the configuration, copies each binary of
 // plugins into dir/plugins/NAME (so tests can replace it), runs a kernel and
 // waits until it is ready. The kernel is shut down when the test ends, and
-// the test fails if a plugin process outlives it.
+// the test fails if a plugin process outlives it, or if the kernel leaves
+// goroutines or file descriptors of this process behind. Clients a test
+// closes in its own t.Cleanup are closed before that check, since cleanups
+// run last registered first; plugin processes have descriptors of their
+// own, which are not counted.
 func startKernel(t testing.TB, cfg string, plugins map[string]string) *testKernel {
 	t.Helper()
 	return startKernelWith(t, cfg, plugins, nil)
@@ -60,6 +64,11 @@ func startKernel(t testing.TB, cfg string, plugins map[string]string) *testKerne
 // it runs.
 func startKernelWith(t testing.TB, cfg string, plugins map[string]string, adjust func(*Kernel)) *testKernel {
 	t.Helper()
+	// Taken before New, which opens the store and the admin socket.
+	fds, err := testutil.OpenFDs()
+	if err != nil {
+		t.Logf("not checking for leaked file descriptors: %v", err)
+	}
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "plugins"), 0o755); err != nil {
 		t.Fatal(err)
@@ -97,6 +106,7 @@ func startKernelWith(t testing.TB, cfg string, plugins map[string]string, adjust
 	t.Cleanup(func() {
 		tk.stop()
 		testutil.GoroutinesSettle(t, goroutines)
+		testutil.FDsSettle(t, fds)
 		if t.Failed() || os.Getenv("SWITCHYARD_TEST_LOG") != "" {
 			t.Logf("kernel log:\n%s", tk.logs.String())
 		}

@@ -73,6 +73,7 @@ type Kernel struct {
 	// Fixed for the kernel's life once Run has prepared them.
 	stateDir  string
 	snapDir   string
+	cred      *credential // whom the kernel became after binding; nil: who it was started as
 	store     state.Store // set by Run before anything uses it
 	baseDir   string      // the configuration's directory: plugins run in it
 	socketDir string
@@ -269,7 +270,12 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	if err := privateDir(k.stateDir); err != nil {
+	cred, err := lookupCredential(cfg.Privileges)
+	if err != nil {
+		return err
+	}
+	k.cred = cred
+	if err := privateDir(k.stateDir, cred.owner()); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	lock, err := lockStateDir(k.stateDir)
@@ -284,11 +290,11 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	k.store = store
 	cleanups = append(cleanups, func() { store.Close() })
 	k.snapDir = filepath.Join(k.stateDir, "plugins")
-	if err := privateDir(k.snapDir); err != nil {
+	if err := privateDir(k.snapDir, cred.owner()); err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)
 	}
 	rt := runtimeDir(k.getenv)
-	if err := privateDir(rt); err != nil {
+	if err := privateDir(rt, cred.owner()); err != nil {
 		return fmt.Errorf("runtime directory: %w", err)
 	}
 	k.socketDir = pluginSocketDir(rt, k.stateDir)
@@ -296,7 +302,7 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	if err := os.RemoveAll(k.socketDir); err != nil {
 		return err
 	}
-	if err := privateDir(k.socketDir); err != nil {
+	if err := privateDir(k.socketDir, cred.owner()); err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(k.socketDir) })
@@ -325,6 +331,24 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		k.watcher.rescan = k.rescan
 	}
 	cleanups = append(cleanups, func() { k.watcher.fsw.Close() })
+
+	// Every socket is bound: a kernel started as root becomes its
+	// configured user before it starts any plugin.
+	if cred != nil {
+		files := []string{filepath.Dir(k.adminPath), k.adminPath}
+		for _, lc := range cfg.Listeners {
+			if lc.Network() == "unix" {
+				files = append(files, lc.SocketAddress())
+			}
+		}
+		if err := cred.handOver([]string{k.stateDir, rt}, files); err != nil {
+			return fmt.Errorf("privileges: handing the kernel's files to %s: %w", cred.user, err)
+		}
+		if err := cred.drop(); err != nil {
+			return fmt.Errorf("privileges: becoming %s:%s: %w", cred.user, cred.group, err)
+		}
+		k.log.Info("privileges dropped", "user", cred.user, "uid", cred.uid, "group", cred.group, "gid", cred.gid)
+	}
 
 	// From here on Run does not fail: what goes wrong is reported and
 	// retried while the kernel serves.
@@ -357,6 +381,11 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	go func() {
 		defer close(watchDone)
 		k.watcher.run(watchCtx)
+	}()
+	memDone := make(chan struct{})
+	go func() {
+		defer close(memDone)
+		k.watchMemory(watchCtx)
 	}()
 
 	// Watch from the start, so a file replaced while its plugin starts is
@@ -401,6 +430,7 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	k.reloadMu.Unlock()
 	stopWatch()
 	<-watchDone
+	<-memDone
 	k.stopAll()
 	stopAdmin()
 	if err := <-adminDone; err != nil {

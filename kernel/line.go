@@ -27,12 +27,13 @@ func (f lineFront) counters() frontStats {
 // lineLimits are a line listener's limits as its configuration sets them.
 func lineLimits(lc *config.Listener) line.Limits {
 	return line.Limits{
-		MaxLine:      lc.MaxLine,
-		Telnet:       lc.Telnet,
-		UTF8:         lc.UTF8Enabled(),
-		IdleTimeout:  lc.IdleTimeout.D(),
-		MaxOutput:    lc.MaxOutput,
-		WriteTimeout: lc.WriteTimeout.D(),
+		MaxLine:        lc.MaxLine,
+		Telnet:         lc.Telnet,
+		UTF8:           lc.UTF8Enabled(),
+		IdleTimeout:    lc.IdleTimeout.D(),
+		MaxOutput:      lc.MaxOutput,
+		WriteTimeout:   lc.WriteTimeout.D(),
+		MaxConnections: lc.MaxConnections,
 	}
 }
 
@@ -75,10 +76,10 @@ func (s *slot) serveLine(ctx context.Context, c *line.Conn, ev line.Event) (line
 		se.LocalAddr = c.Local.String()
 	}
 	var r *proto.LineReply
-	err := s.withInstance(ctx, func(in *instance) error {
+	err := s.withInstance(ctx, func(in *instance) (bool, error) {
 		var err error
 		r, err = in.proc.ServeSession(ctx, in.token, in.version, lineSession{c}, se)
-		return err
+		return false, err
 	})
 	if err != nil {
 		s.errs.Add(1)

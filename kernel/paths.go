@@ -42,8 +42,10 @@ func runtimeDir(getenv func(string) string) string {
 
 // privateDir creates dir (mode 0700) if needed and refuses one that another
 // user owns or that others may write to: sockets and snapshots inside must
-// not be replaceable by anyone else.
-func privateDir(dir string) error {
+// not be replaceable by anyone else. owner is the uid the kernel serves as:
+// a kernel started as root that drops to another user may find the
+// directory already that user's.
+func privateDir(dir string, owner int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -54,8 +56,8 @@ func privateDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s belongs to uid %d, not to us (uid %d)", dir, st.Uid, os.Geteuid())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() && int(st.Uid) != owner {
+		return fmt.Errorf("%s belongs to uid %d, not to us (uid %d)", dir, st.Uid, owner)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("%s is writable by others (mode %v)", dir, fi.Mode().Perm())

@@ -57,6 +57,9 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if next.Privileges != k.Config().Privileges {
+		return nil, fmt.Errorf("privileges cannot change while the kernel runs (%+v → %+v); restart it", k.Config().Privileges, next.Privileges)
+	}
 	if stateDir != k.stateDir {
 		return nil, fmt.Errorf("state.dir cannot change while the kernel runs (%s → %s); restart it", k.stateDir, stateDir)
 	}
@@ -145,7 +148,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		}
 		sp.s.mu.Unlock()
 		sp.s.setConfig(sp.cfg, sp.listeners)
-		sp.s.commit(sp.in, true)
+		sp.s.commit(sp.in, commitSwap)
 		sp.s.swapMu.Unlock()
 	}
 	for _, ks := range p.kept {
@@ -321,6 +324,9 @@ func sameFront(a, b *config.Listener) bool {
 		a.ReadHeaderTimeout == b.ReadHeaderTimeout &&
 		a.ReadTimeout == b.ReadTimeout &&
 		a.IdleTimeout == b.IdleTimeout &&
+		a.WriteTimeout == b.WriteTimeout &&
+		a.MaxConnections == b.MaxConnections &&
+		a.MaxInflight == b.MaxInflight &&
 		a.Timeout == b.Timeout &&
 		a.MaxLine == b.MaxLine &&
 		a.Telnet == b.Telnet &&

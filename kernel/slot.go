@@ -33,6 +33,9 @@ var (
 	ErrStopped = errors.New("kernel: plugin stopped")
 	// ErrNoInstance: no instance became available in time for a call.
 	ErrNoInstance = errors.New("kernel: no plugin instance available")
+	// ErrPinned: the executable's content is not what the configuration's
+	// sha256 pins.
+	ErrPinned = errors.New("kernel: executable does not match its sha256 pin")
 )
 
 const (
@@ -80,9 +83,20 @@ type slot struct {
 	history    []string          // recent hashes, newest last; guarded by mu
 	backoff    time.Duration     // next restart delay; guarded by mu
 	stopping   bool              // guarded by mu
-	served     atomic.Uint64
-	errs       atomic.Uint64
-	restarts   atomic.Uint64
+
+	nextRestart time.Time // when a restart is due, zero when none is; guarded by mu
+	crashHash   string    // the executable whose processes died young last; guarded by mu
+	crashes     int       // how many in a row; guarded by mu
+	quarantined string    // the executable not restarted until it changes; guarded by mu
+
+	// window watches the version a swap brought in, for rollback; nil
+	// outside a rollback window.
+	window atomic.Pointer[rollbackWindow]
+
+	served    atomic.Uint64
+	errs      atomic.Uint64
+	restarts  atomic.Uint64
+	rollbacks atomic.Uint64
 }
 
 func newSlot(k *Kernel, cfg *config.Plugin) *slot {
@@ -119,6 +133,8 @@ type instance struct {
 	// calls counts calls in flight; retiredBit marks an instance that takes
 	// no new calls. Lock-free, since every call passes here.
 	calls   atomic.Int64
+	hung    atomic.Int64  // calls in a row that timed out
+	ok, bad atomic.Uint64 // calls answered well, and failed or answered with a server error
 	idle    chan struct{} // closed once retired with no call in flight
 	idleOne sync.Once
 	lostOne sync.Once // the slot handles an instance's loss once
@@ -221,6 +237,9 @@ func (s *slot) acquire(ctx context.Context) (*instance, error) {
 // Describe (it must serve every protocol the slot's listeners need),
 // Configure, and the Calls streams. It does not switch traffic to it.
 func (s *slot) prepare(ctx context.Context, cfg *config.Plugin, listeners []*proto.Listener, b *binary, gen uint64) (*instance, error) {
+	if cfg.SHA256 != "" && b.hash != cfg.SHA256 {
+		return nil, fmt.Errorf("%w: %s has sha256 %s, the configuration pins %s", ErrPinned, b.source, b.hash, cfg.SHA256)
+	}
 	settings, err := json.Marshal(cfg.Settings)
 	if err != nil {
 		return nil, fmt.Errorf("settings: %w", err)
@@ -301,17 +320,45 @@ func serves(protocols []string, p string) bool {
 	return slices.Contains(protocols, p)
 }
 
+// commitKind says why an instance becomes current.
+type commitKind int
+
+const (
+	commitStart    commitKind = iota // the slot's first instance, or one after a quarantine
+	commitSwap                       // a new executable, or a forced reload, replaces a running one
+	commitRestart                    // the same executable after its process died
+	commitRecycle                    // the same executable, replacing a process that grew too big
+	commitRollback                   // the executable a bad swap replaced
+)
+
 // commit switches new calls to in and drains the instance it replaces.
-func (s *slot) commit(in *instance, swapped bool) {
+func (s *slot) commit(in *instance, how commitKind) {
 	s.mu.Lock()
 	old := s.current
 	s.setCurrentLocked(in)
 	s.generation = in.gen
 	s.state = stateServing
-	if swapped {
+	s.nextRestart = time.Time{}
+	s.quarantined = ""
+	switch how {
+	case commitSwap, commitRollback:
 		s.lastSwap = time.Now()
 	}
-	s.lastError = ""
+	switch how {
+	case commitStart, commitSwap, commitRollback:
+		// A decision about which executable runs: the record of the
+		// one before does not carry over.
+		s.crashHash, s.crashes = "", 0
+	}
+	if how == commitSwap {
+		s.openWindowLocked(in, old)
+	} else if how != commitRestart && how != commitRecycle {
+		s.window.Store(nil)
+	}
+	if how != commitRestart {
+		// A restart keeps the record of why it happened.
+		s.lastError = ""
+	}
 	s.failedHash = ""
 	s.failReply = in.failReply
 	s.history = append(slices.DeleteFunc(s.history, func(h string) bool { return h == in.bin.hash }), in.bin.hash)
@@ -377,6 +424,7 @@ func (s *slot) lost(in *instance, cause error) {
 	if !first {
 		return
 	}
+	cause = exitCause(in, cause)
 	s.mu.Lock()
 	if s.current != in || s.stopping {
 		// A draining instance, or the slot is stopping: its drain or
@@ -386,12 +434,30 @@ func (s *slot) lost(in *instance, cause error) {
 		return
 	}
 	s.setCurrentLocked(nil)
-	if time.Since(in.started) > stableAfter {
+	young := time.Since(in.started) <= stableAfter
+	crash := isCrash(cause)
+	if !young || !crash {
+		// The backoff grows only for an executable that keeps dying by
+		// itself; one killed from outside comes back at once.
 		s.backoff = 0
+	}
+	s.lastError = fmt.Sprintf("generation %d (pid %d) exited: %v", in.gen, in.pid, exitText(cause))
+	if crash && s.crashedLocked(in.bin.hash, young) {
+		why := fmt.Sprintf("its processes died %d times in a row within %v of starting; last: %s", s.crashes, stableAfter, s.lastError)
+		s.wg.Add(1)
+		s.quarantineLocked(in.bin.hash, why)
+		s.mu.Unlock()
+		in.retire()
+		s.restarts.Add(1)
+		go func() {
+			defer s.wg.Done()
+			in.proc.Kill()
+		}()
+		return
 	}
 	delay := s.nextBackoffLocked()
 	s.state = waitingState(delay)
-	s.lastError = fmt.Sprintf("generation %d (pid %d) exited: %v", in.gen, in.pid, exitText(cause))
+	s.nextRestart = time.Now().Add(delay)
 	// Added under mu while not stopping: stop sets stopping under mu
 	// before it waits, so these are counted before it waits.
 	s.wg.Add(2)
@@ -448,9 +514,20 @@ func (s *slot) restart(b *binary, delay time.Duration) {
 		}
 		s.mu.Lock()
 		s.lastError = "restart: " + err.Error()
+		hash := s.failedHash // a first start's executable, known once read
+		if b != nil {
+			hash = b.hash
+		}
+		if hash != "" && s.current == nil && !s.stopping && s.crashedLocked(hash, true) {
+			why := fmt.Sprintf("it failed to start or died young %d times in a row; last: %s", s.crashes, s.lastError)
+			s.quarantineLocked(hash, why)
+			s.mu.Unlock()
+			return
+		}
 		delay = s.nextBackoffLocked()
 		if s.current == nil && !s.stopping {
 			s.state = waitingState(delay)
+			s.nextRestart = time.Now().Add(delay)
 		}
 		s.mu.Unlock()
 		s.log.Error("plugin restart failed", "error", err, "retry_in", delay)
@@ -478,7 +555,7 @@ func (s *slot) restartOnce(b *binary) error {
 	if err != nil {
 		return err
 	}
-	s.commit(in, false)
+	s.commit(in, commitRestart)
 	return nil
 }
 
@@ -546,7 +623,11 @@ func (s *slot) swapLocked(ctx context.Context, force bool, reason string) (*inst
 		s.backoff = 0
 		s.mu.Unlock()
 	}
-	s.commit(in, cur != nil)
+	how := commitStart
+	if cur != nil {
+		how = commitSwap
+	}
+	s.commit(in, how)
 	if cur != nil {
 		s.log.Info("plugin swapped", "reason", reason, "generation", in.gen, "version", in.version,
 			"pid", in.pid, "from_generation", cur.gen, "from_version", cur.version, "took", time.Since(t0).Round(time.Millisecond))
@@ -568,6 +649,7 @@ func (s *slot) start(ctx context.Context) error {
 	}
 	delay := max(s.nextBackoffLocked(), minBackoff)
 	s.state = waitingState(delay)
+	s.nextRestart = time.Now().Add(delay)
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -660,6 +742,18 @@ type pluginInfo struct {
 	LastError  string         `json:"last_error"`
 	SHA256     string         `json:"sha256"`
 	Draining   []drainingInfo `json:"draining"`
+	// Rollbacks counts swaps undone because the new version answered
+	// clearly worse.
+	Rollbacks uint64 `json:"rollbacks"`
+	// NextRestart is when a restart is due, with the backoff that led to
+	// it; empty when none is.
+	NextRestart string `json:"next_restart,omitempty"`
+	Backoff     string `json:"backoff,omitempty"`
+	// Quarantined is the sha256 of an executable the slot will not
+	// restart until its file changes or `ctl reload` forces it.
+	Quarantined string `json:"quarantined,omitempty"`
+	// RollbackUntil is when the rollback window of the last swap closes.
+	RollbackUntil string `json:"rollback_until,omitempty"`
 }
 
 type drainingInfo struct {
@@ -673,15 +767,24 @@ func (s *slot) info() pluginInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := pluginInfo{
-		Name:       s.name,
-		Path:       s.cfg.Path,
-		Generation: s.generation,
-		State:      s.state,
-		Served:     s.served.Load(),
-		Errors:     s.errs.Load(),
-		Restarts:   s.restarts.Load(),
-		LastError:  s.lastError,
-		Draining:   []drainingInfo{},
+		Name:        s.name,
+		Path:        s.cfg.Path,
+		Generation:  s.generation,
+		State:       s.state,
+		Served:      s.served.Load(),
+		Errors:      s.errs.Load(),
+		Restarts:    s.restarts.Load(),
+		LastError:   s.lastError,
+		Draining:    []drainingInfo{},
+		Rollbacks:   s.rollbacks.Load(),
+		Quarantined: s.quarantined,
+	}
+	if !s.nextRestart.IsZero() {
+		p.NextRestart = s.nextRestart.UTC().Format(time.RFC3339Nano)
+		p.Backoff = max(time.Until(s.nextRestart), 0).Round(time.Millisecond).String()
+	}
+	if w := s.window.Load(); w != nil {
+		p.RollbackUntil = w.until.UTC().Format(time.RFC3339)
 	}
 	if !s.lastSwap.IsZero() {
 		p.LastSwap = s.lastSwap.UTC().Format(time.RFC3339)
@@ -713,6 +816,9 @@ func (s *slot) keep(keep map[string]bool) {
 	defer s.mu.Unlock()
 	for _, h := range s.history {
 		keep[h] = true
+	}
+	if w := s.window.Load(); w != nil {
+		keep[w.prev.hash] = true
 	}
 	if s.current != nil {
 		keep[s.current.bin.hash] = true

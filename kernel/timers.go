@@ -33,8 +33,8 @@ func (s *slot) tick(ctx context.Context, t timer.Tick) error {
 	cfg, _ := s.config()
 	ctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout.D())
 	defer cancel()
-	err := s.withInstance(ctx, func(in *instance) error {
-		return in.proc.Tick(ctx, &proto.Tick{
+	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+		return false, in.proc.Tick(ctx, &proto.Tick{
 			Name:              t.Name,
 			ScheduledUnixNano: t.Scheduled.UnixNano(),
 			Count:             t.Count,

@@ -20,13 +20,13 @@ var (
 	pluginColumns = []column{
 		{"NAME", "name"}, {"GEN", "generation"}, {"STATE", "state"}, {"PID", "pid"},
 		{"VERSION", "version"}, {"INFLIGHT", "inflight"}, {"SERVED", "served"},
-		{"ERRORS", "errors"}, {"RESTARTS", "restarts"}, {"LAST_SWAP", "last_swap"},
-		{"LAST_ERROR", "last_error"},
+		{"ERRORS", "errors"}, {"RESTARTS", "restarts"}, {"ROLLBACKS", "rollbacks"},
+		{"LAST_SWAP", "last_swap"}, {"LAST_ERROR", "last_error"},
 	}
 	listenerColumns = []column{
 		{"NAME", "name"}, {"PROTOCOL", "protocol"}, {"ADDRESS", "address"},
 		{"PLUGIN", "plugin"}, {"CONNS", "connections"}, {"ACCEPTED", "accepted"},
-		{"REQUESTS", "requests"}, {"ERRORS", "errors"},
+		{"REQUESTS", "requests"}, {"ERRORS", "errors"}, {"REFUSED", "refused"},
 	}
 	connColumns = []column{
 		{"ID", "id"}, {"LISTENER", "listener"}, {"REMOTE", "remote"},

@@ -28,8 +28,8 @@ var renderTests = []struct {
 	{"plugins_empty", "plugins", `[]`},
 	{"plugins_not_a_list", "plugins", `{"name":"hello"}`},
 	{"listeners", "listeners", `[
-		{"name":"web","protocol":"http","address":"127.0.0.1:8080","plugin":"hello","connections":3,"accepted":1200,"requests":5400,"errors":0},
-		{"name":"gateway","protocol":"scgi","address":"unix:/run/switchyard/scgi.sock","plugin":"inbox","connections":0,"accepted":7,"requests":7,"errors":2}
+		{"name":"web","protocol":"http","address":"127.0.0.1:8080","plugin":"hello","connections":3,"accepted":1200,"requests":5400,"errors":0,"refused":12},
+		{"name":"gateway","protocol":"scgi","address":"unix:/run/switchyard/scgi.sock","plugin":"inbox","connections":0,"accepted":7,"requests":7,"errors":2,"refused":0}
 	]`},
 	{"conns", "conns mail", `[
 		{"id":"c-17","listener":"mail","remote":"127.0.0.1:53312","since":"2026-03-01T12:00:00Z","bytes_in":2048,"bytes_out":311},
@@ -39,7 +39,7 @@ var renderTests = []struct {
 	{"status", "status", `{
 		"version":"v0.3.0","pid":1234,"uptime_s":10921,"connections":5,"config":"/etc/switchyard/switchyard.toml",
 		"log_level":"info",
-		"listeners":[{"name":"web","protocol":"http","address":"127.0.0.1:8080","plugin":"hello","connections":5,"accepted":9,"requests":40,"errors":0}],
+		"listeners":[{"name":"web","protocol":"http","address":"127.0.0.1:8080","plugin":"hello","connections":5,"accepted":9,"requests":40,"errors":0,"refused":0}],
 		"plugins":[{"name":"hello","pid":4242,"generation":2,"version":"v2","state":"serving","inflight":0,"served":40,"errors":0,"restarts":0,"last_swap":"2026-03-01T12:00:00Z","last_error":null}]
 	}`},
 	{"status_minimal", "status", `{"version":"dev","uptime_s":0.4}`},

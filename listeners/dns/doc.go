@@ -6,6 +6,9 @@
 // bytes) with TC set so they retry over TCP, and written. A failure of the
 // handler behind the Dispatcher is answered with SERVFAIL. Garbage whose
 // header can be read is answered FORMERR by miekg/dns; the rest is dropped.
+// Config bounds what clients can hold: queries answered at once (more get
+// SERVFAIL at once), TCP connections open at once (more are closed at once
+// and counted as refused) and a TCP connection's time without a query.
 //
 // miekg/dns v1 is in maintenance; this package is the thin adapter that
 // keeps it away from the rest of switchyard. The sockets are the caller's:

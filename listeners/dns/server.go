@@ -12,6 +12,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/switchyard-dev/switchyard/internal/accept"
 )
 
 // Dispatcher answers DNS queries for a listener. Implementations are safe
@@ -41,6 +43,10 @@ type Config struct {
 	// TCPIdleTimeout closes a TCP connection that sends no query for this
 	// long (default 10s).
 	TCPIdleTimeout time.Duration
+	// MaxConnections bounds the TCP connections open at once (10000 when
+	// not positive): one accepted beyond it is closed at once and counted
+	// as refused.
+	MaxConnections int
 	Logger         *slog.Logger // nil = slog.Default()
 }
 
@@ -50,6 +56,7 @@ type Stats struct {
 	Accepted    int64 `json:"accepted"`    // TCP connections since start
 	Requests    int64 `json:"requests"`    // queries answered or refused
 	Errors      int64 `json:"errors"`      // SERVFAIL answers for failures, bad answers, overload
+	Refused     int64 `json:"refused"`     // TCP connections closed at once because MaxConnections were open
 }
 
 // Server serves DNS on a UDP socket and a TCP listener.
@@ -59,6 +66,7 @@ type Server struct {
 	d        Dispatcher
 	slots    chan struct{} // in-flight queries
 	idle     time.Duration
+	maxConns int
 	ctx      context.Context
 	cancel   context.CancelFunc
 	mu       sync.Mutex
@@ -71,6 +79,7 @@ type Server struct {
 	accepted atomic.Int64
 	requests atomic.Int64
 	errors   atomic.Int64
+	refused  accept.Refusals
 }
 
 // New returns a Server that answers with d.
@@ -87,21 +96,27 @@ func New(cfg Config, d Dispatcher) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		name:   cfg.Name,
-		log:    log.With("listener", cfg.Name, "protocol", "dns"),
-		d:      d,
-		slots:  make(chan struct{}, cfg.MaxInFlight),
-		left:   make(chan struct{}, 1),
-		idle:   cfg.TCPIdleTimeout,
-		ctx:    ctx,
-		cancel: cancel,
+		name:     cfg.Name,
+		log:      log.With("listener", cfg.Name, "protocol", "dns"),
+		d:        d,
+		slots:    make(chan struct{}, cfg.MaxInFlight),
+		left:     make(chan struct{}, 1),
+		idle:     cfg.TCPIdleTimeout,
+		maxConns: accept.Max(cfg.MaxConnections),
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{Connections: s.conns.Load(), Accepted: s.accepted.Load(), Requests: s.requests.Load(), Errors: s.errors.Load()}
+	return Stats{Connections: s.conns.Load(), Accepted: s.accepted.Load(), Requests: s.requests.Load(), Errors: s.errors.Load(),
+		Refused: s.refused.Count()}
 }
+
+// Refused returns how many TCP connections were closed at once because
+// MaxConnections were open.
+func (s *Server) Refused() int64 { return s.refused.Count() }
 
 // Serve answers queries on pc (UDP) and ln (TCP) until Shutdown, which
 // closes both, and returns nil then. Either may be nil.
@@ -344,20 +359,26 @@ func question(m *mdns.Msg) string {
 	return m.Question[0].String()
 }
 
-// countingListener counts TCP connections.
+// countingListener counts TCP connections, and closes at once those
+// accepted while MaxConnections are open.
 type countingListener struct {
 	net.Listener
 	s *Server
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.conns.Add(1) <= int64(l.s.maxConns) {
+			l.s.accepted.Add(1)
+			return &countedConn{Conn: c, s: l.s}, nil
+		}
+		l.s.conns.Add(-1)
+		l.s.refused.Refuse(c, l.s.log, l.s.maxConns)
 	}
-	l.s.accepted.Add(1)
-	l.s.conns.Add(1)
-	return &countedConn{Conn: c, s: l.s}, nil
 }
 
 type countedConn struct {

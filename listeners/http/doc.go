@@ -12,6 +12,10 @@
 //
 // The server enforces the request body limit itself (413 for a declared
 // Content-Length over the limit, *net/http.MaxBytesError for a longer chunked
-// body), recovers a panicking Dispatcher (500, or a cut connection when the
-// head was already sent) and keeps counters for the admin socket ([Server.Stats]).
+// body), closes at once a connection accepted while Config.MaxConnections
+// are open (counted in Stats.Refused, with one warning a second at most),
+// recovers a panicking Dispatcher (500, or a cut connection when the head
+// was already sent), cuts the connection when a Dispatcher returns without
+// an answer because the connection failed (never an empty 200), and keeps
+// counters for the admin socket ([Server.Stats]).
 package http

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/accept"
 )
 
 // defaultMaxBody is the request body limit used when Config.MaxBody is not positive.
@@ -33,16 +35,24 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // 0 = ReadTimeout
 	ReadTimeout       time.Duration // whole request including body; 0 = none
 	IdleTimeout       time.Duration // 0 = ReadTimeout
-	Logger            *slog.Logger  // nil = slog.Default()
+	// WriteTimeout bounds the writing of a response, from the end of its
+	// request's header: a client that stops reading is cut off then. 0 = none.
+	WriteTimeout time.Duration
+	// MaxConnections bounds the connections open at once (10000 when not
+	// positive): one accepted beyond it is closed at once and counted as
+	// refused.
+	MaxConnections int
+	Logger         *slog.Logger // nil = slog.Default()
 }
 
 // Server is one HTTP/1.1 listener front end around a net/http.Server.
 // Its methods are safe for concurrent use.
 type Server struct {
-	name    string
-	maxBody int64
-	log     *slog.Logger
-	srv     *nethttp.Server
+	name     string
+	maxBody  int64
+	maxConns int
+	log      *slog.Logger
+	srv      *nethttp.Server
 
 	d atomic.Pointer[dispatcherRef]
 
@@ -50,6 +60,7 @@ type Server struct {
 	accepted atomic.Int64
 	requests atomic.Int64
 	errors   atomic.Int64
+	refused  accept.Refusals
 }
 
 // dispatcherRef lets an interface value live behind an atomic.Pointer.
@@ -60,7 +71,8 @@ type Stats struct {
 	Connections int64 `json:"connections"` // open now
 	Accepted    int64 `json:"accepted"`    // since start
 	Requests    int64 `json:"requests"`
-	Errors      int64 `json:"errors"` // dispatches that returned an error or panicked, plus requests the server itself refused (413, 505)
+	Errors      int64 `json:"errors"`  // dispatches that returned an error or panicked, plus requests the server itself refused (413, 505)
+	Refused     int64 `json:"refused"` // connections closed at once because MaxConnections were open
 }
 
 // New returns a Server that dispatches to d. A nil d answers 503 until SetDispatcher installs one.
@@ -71,9 +83,10 @@ func New(cfg Config, d Dispatcher) *Server {
 	}
 	log = log.With("listener", cfg.Name, "protocol", "http")
 	s := &Server{
-		name:    cfg.Name,
-		maxBody: cfg.MaxBody,
-		log:     log,
+		name:     cfg.Name,
+		maxBody:  cfg.MaxBody,
+		maxConns: accept.Max(cfg.MaxConnections),
+		log:      log,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = defaultMaxBody
@@ -87,6 +100,7 @@ func New(cfg Config, d Dispatcher) *Server {
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnState:         s.connState,
@@ -100,7 +114,7 @@ func New(cfg Config, d Dispatcher) *Server {
 // Serve serves connections accepted from ln until Shutdown; it returns nil after a Shutdown (not ErrServerClosed).
 // The listener ln is closed by Shutdown, and by Serve itself when it returns.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(&limitListener{Listener: ln, s: s})
 	if errors.Is(err, nethttp.ErrServerClosed) {
 		return nil
 	}
@@ -135,14 +149,42 @@ func (s *Server) Stats() Stats {
 		Accepted:    s.accepted.Load(),
 		Requests:    s.requests.Load(),
 		Errors:      s.errors.Load(),
+		Refused:     s.refused.Count(),
+	}
+}
+
+// Refused returns how many connections were closed at once because
+// MaxConnections were open.
+func (s *Server) Refused() int64 { return s.refused.Count() }
+
+// limitListener closes, at once, the connections accepted while the server
+// has MaxConnections open. A connection it returns holds its place in
+// s.conns until net/http reports it closed or hijacked: net/http sets
+// StateNew on every connection Accept returns, and ends each in StateClosed
+// or StateHijacked.
+type limitListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.conns.Add(1) <= int64(l.s.maxConns) {
+			return c, nil
+		}
+		l.s.conns.Add(-1)
+		l.s.refused.Refuse(c, l.s.log, l.s.maxConns)
 	}
 }
 
 func (s *Server) connState(_ net.Conn, state nethttp.ConnState) {
 	switch state {
 	case nethttp.StateNew:
-		s.accepted.Add(1)
-		s.conns.Add(1)
+		s.accepted.Add(1) // counted open by limitListener
 	case nethttp.StateHijacked, nethttp.StateClosed:
 		s.conns.Add(-1)
 	}
@@ -186,7 +228,16 @@ func (s *Server) serveHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	}
 	tw := &trackingWriter{ResponseWriter: w}
 	defer s.recoverDispatch(tw, req)
-	if err := ref.d.Dispatch(tw, req); err != nil {
+	err := ref.d.Dispatch(tw, req)
+	if err == nil && !tw.sent && r.Context().Err() != nil {
+		// The connection failed before an answer came (the client went away, half-closed it, or stalled past
+		// ReadTimeout; net/http cancels the request's context then) and the dispatcher gave up: cut the
+		// connection rather than let net/http answer an empty 200.
+		s.log.Debug("connection lost before an answer", "method", req.Method, "path", req.URL.Path, "remote", req.RemoteAddr,
+			"cause", context.Cause(r.Context()))
+		panic(nethttp.ErrAbortHandler)
+	}
+	if err != nil {
 		s.errors.Add(1)
 		s.log.Debug("dispatch failed", "method", req.Method, "path", req.URL.Path, "remote", req.RemoteAddr, "err", err)
 		if !tw.sent {

@@ -146,6 +146,10 @@ type Limits struct {
 	IdleTimeout  time.Duration // a connection without input for this long is closed (ReasonIdle), default 5m
 	MaxOutput    int           // bytes of unsent output before the connection is dropped, default 1 MiB
 	WriteTimeout time.Duration // one write to the client may block this long, default 30s
+	// MaxConnections bounds the connections open at once, default 10000:
+	// one accepted beyond it is closed at once, before its Open event,
+	// and counted in Stats.Refused. Lowering it closes no live connection.
+	MaxConnections int
 }
 
 // Config configures a Server.
@@ -165,6 +169,7 @@ type Stats struct {
 	Accepted    int64 `json:"accepted"`
 	Requests    int64 `json:"requests"` // Line, TooLong and Block events dispatched
 	Errors      int64 `json:"errors"`   // failed dispatches, overflows, write failures
+	Refused     int64 `json:"refused"`  // connections closed at once because MaxConnections were open
 }
 
 // Conn is one live connection and its session. The server owns it; its
@@ -292,6 +297,7 @@ type Server struct {
 	accepted atomic.Int64
 	requests atomic.Int64
 	errors   atomic.Int64
+	refused  accept.Refusals
 }
 
 // New returns a Server that delivers events to d.
@@ -342,7 +348,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 	}()
 	return accept.Loop(ln, fmt.Sprintf("line listener %s", s.name), s.log, s.done, s.isShutdown, func(nc net.Conn) bool {
-		c := s.track(nc)
+		c, refused := s.track(nc)
+		if refused {
+			s.refused.Refuse(nc, s.log, s.limits.Load().MaxConnections)
+			return true
+		}
 		if c == nil {
 			// Shutdown has begun: this connection fares as one still in
 			// the listener's backlog.
@@ -408,8 +418,13 @@ func (s *Server) Stats() Stats {
 		Accepted:    s.accepted.Load(),
 		Requests:    s.requests.Load(),
 		Errors:      s.errors.Load(),
+		Refused:     s.refused.Count(),
 	}
 }
+
+// Refused returns how many connections were closed at once because
+// Limits.MaxConnections were open.
+func (s *Server) Refused() int64 { return s.refused.Count() }
 
 // Lookup returns the live connection with id, or nil.
 func (s *Server) Lookup(id uint64) *Conn {

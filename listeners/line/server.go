@@ -4,6 +4,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/accept"
 )
 
 // Defaults for a Limits' zero values.
@@ -44,18 +46,22 @@ func (l Limits) withDefaults() Limits {
 	if l.WriteTimeout <= 0 {
 		l.WriteTimeout = defaultWriteTimeout
 	}
+	l.MaxConnections = accept.Max(l.MaxConnections)
 	return l
 }
 
 // track registers an accepted connection, or returns nil once Shutdown has
-// begun.
-func (s *Server) track(nc net.Conn) *Conn {
+// begun, or reports refused when Limits.MaxConnections are open.
+func (s *Server) track(nc net.Conn) (c *Conn, refused bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
-		return nil
+		return nil, false
 	}
-	c := &Conn{
+	if len(s.conns) >= s.limits.Load().MaxConnections {
+		return nil, true
+	}
+	c = &Conn{
 		ID:       s.nextID(),
 		Listener: s.name,
 		Remote:   nc.RemoteAddr(),
@@ -73,7 +79,7 @@ func (s *Server) track(nc net.Conn) *Conn {
 	s.conns[c.ID] = c
 	s.accepted.Add(1)
 	s.open.Add(1)
-	return c
+	return c, false
 }
 
 // untrack forgets a connection whose goroutine, and writer, have finished.

@@ -25,7 +25,9 @@
 // half-close the connection after sending a request; nginx does not.
 //
 // Malformed input gets "Status: 400 Bad Request" or a closed connection and
-// one log line, never a hung goroutine. Shutdown waits for every accepted
-// connection's exchange: in SCGI an accepted connection always carries a
-// request in flight.
+// one log line, never a hung goroutine. A connection accepted while
+// Config.MaxConnections are open is closed at once, unanswered, and counted
+// (Stats.Refused, with one warning a second at most). Shutdown waits for
+// every accepted connection's exchange: in SCGI an accepted connection
+// always carries a request in flight.
 package scgi

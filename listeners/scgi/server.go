@@ -69,7 +69,11 @@ type Config struct {
 	// complete within Timeout of its start (a write deadline per write, so
 	// a front server that stops reading is cut off). 0 means none.
 	Timeout time.Duration
-	Logger  *slog.Logger // nil = slog.Default()
+	// MaxConnections bounds the connections open at once (10000 when not
+	// positive): one accepted beyond it is closed at once, unanswered, and
+	// counted as refused.
+	MaxConnections int
+	Logger         *slog.Logger // nil = slog.Default()
 }
 
 // Stats are a Server's counters.
@@ -78,6 +82,7 @@ type Stats struct {
 	Accepted    int64 `json:"accepted"`    // since start
 	Requests    int64 `json:"requests"`    // dispatched, or refused with 413 or 503
 	Errors      int64 `json:"errors"`      // failed dispatches, panics, refused, malformed and incomplete requests
+	Refused     int64 `json:"refused"`     // connections closed at once because MaxConnections were open
 }
 
 // Server is one SCGI listener front end. Its methods are safe for
@@ -87,6 +92,7 @@ type Server struct {
 	maxHeader int
 	maxBody   int64
 	timeout   time.Duration
+	maxConns  int
 	log       *slog.Logger
 	d         atomic.Pointer[dispatcherRef]
 
@@ -103,6 +109,7 @@ type Server struct {
 	accepted atomic.Int64
 	requests atomic.Int64
 	errors   atomic.Int64
+	refused  accept.Refusals
 }
 
 // dispatcherRef lets an interface value live behind an atomic.Pointer.
@@ -120,6 +127,7 @@ func New(cfg Config, d Dispatcher) *Server {
 		maxHeader: cfg.MaxHeaderBytes,
 		maxBody:   cfg.MaxBody,
 		timeout:   cfg.Timeout,
+		maxConns:  accept.Max(cfg.MaxConnections),
 		log:       log.With("listener", cfg.Name, "protocol", "scgi"),
 		lns:       make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
@@ -147,8 +155,13 @@ func (s *Server) Stats() Stats {
 		Accepted:    s.accepted.Load(),
 		Requests:    s.requests.Load(),
 		Errors:      s.errors.Load(),
+		Refused:     s.refused.Count(),
 	}
 }
+
+// Refused returns how many connections were closed at once because
+// MaxConnections were open.
+func (s *Server) Refused() int64 { return s.refused.Count() }
 
 // Serve serves connections accepted from ln until Shutdown, and returns nil
 // after a Shutdown. ln is closed by Shutdown, and by Serve when it returns.
@@ -169,8 +182,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 	}()
 	return accept.Loop(ln, fmt.Sprintf("scgi listener %s", s.name), s.log, s.done, s.isShutdown, func(c net.Conn) bool {
-		cc := s.track(c)
-		if cc == nil {
+		cc, refused := s.track(c)
+		switch {
+		case refused:
+			s.refused.Refuse(c, s.log, s.maxConns)
+			return true
+		case cc == nil:
 			// Shutdown has stopped waiting: this connection fares as one
 			// still in the listener's backlog.
 			c.Close()
@@ -182,19 +199,23 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // track registers an accepted connection, or returns nil when Shutdown no
-// longer waits for connections. A connection accepted while a Shutdown
-// waits is served all the same, and waited for.
-func (s *Server) track(c net.Conn) *conn {
+// longer waits for connections, or reports refused when MaxConnections are
+// open. A connection accepted while a Shutdown waits is served all the
+// same, and waited for.
+func (s *Server) track(c net.Conn) (cc *conn, refused bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.isIdle || s.forced {
-		return nil
+		return nil, false
 	}
-	cc := newConn(c)
+	if len(s.conns) >= s.maxConns {
+		return nil, true
+	}
+	cc = newConn(c)
 	s.conns[cc] = struct{}{}
 	s.accepted.Add(1)
 	s.open.Add(1)
-	return cc
+	return cc, false
 }
 
 // untrack forgets a connection that has been closed.

@@ -73,6 +73,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 	if spec.Logger == nil {
 		spec.Logger = slog.Default()
 	}
+	spec.Logger = newLimitedLogger(spec.Logger)
 	var (
 		mu        sync.Mutex
 		r         *procRunner // guarded by mu

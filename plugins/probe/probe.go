@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -32,6 +33,9 @@ type probe struct {
 	// stream.
 	stdio io.Writer
 	mux   *http.ServeMux
+
+	mu   sync.Mutex
+	leak [][]byte // what /grow holds; guarded by mu
 }
 
 func exit(code int) { os.Exit(code) }
@@ -56,14 +60,29 @@ func newProbe(version string, exit func(int), stderr io.Writer) *probe {
 	p.mux.HandleFunc("/deadline", p.deadline)
 	p.mux.HandleFunc("/wait", p.wait)
 	p.mux.HandleFunc("/log", p.log)
+	p.mux.HandleFunc("/hang", p.hang)
+	p.mux.HandleFunc("/grow", p.grow)
+	p.mux.HandleFunc("/garbage", p.garbage)
+	p.mux.HandleFunc("/flood", p.flood)
 	return p
 }
 
+// broken reports whether this build is a deliberately bad version: one
+// whose version begins "broken" answers every HTTP request with 500 and
+// every DNS query with SERVFAIL, the regression a rollback must undo.
+func (p *probe) broken() bool { return strings.HasPrefix(p.version, "broken") }
+
 func (p *probe) plugin() sdk.Plugin {
+	var h http.Handler = p.mux
+	if p.broken() {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, p.id()+": this version is broken", http.StatusInternalServerError)
+		})
+	}
 	return sdk.Plugin{
 		Name:          "probe",
 		Version:       p.version,
-		HTTP:          p.mux,
+		HTTP:          h,
 		DNS:           dns.HandlerFunc(p.serveDNS),
 		Line:          probeLine{p},
 		LineFailReply: failReply,
@@ -80,6 +99,11 @@ func (p *probe) serveDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.Authoritative = true
+	if p.broken() {
+		m.SetRcode(q, dns.RcodeServerFailure)
+		_ = w.WriteMsg(m)
+		return
+	}
 	if len(q.Question) != 1 {
 		m.SetRcode(q, dns.RcodeFormatError)
 		_ = w.WriteMsg(m)
@@ -340,4 +364,73 @@ func (p *probe) log(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(out, msg)
 	p.text(w)
 	fmt.Fprintf(w, "%s logged %q\n", p.id(), msg)
+}
+
+// hang never answers and ignores its context: a handler stuck for good,
+// which only a restart of the process ends.
+func (p *probe) hang(w http.ResponseWriter, r *http.Request) {
+	select {}
+}
+
+// grow allocates mb MiB and keeps it for the life of the process: a leak.
+func (p *probe) grow(w http.ResponseWriter, r *http.Request) {
+	mb, err := strconv.Atoi(r.URL.Query().Get("mb"))
+	if err != nil || mb <= 0 || mb > 4096 {
+		http.Error(w, "grow: mb must be 1-4096", http.StatusBadRequest)
+		return
+	}
+	b := make([]byte, mb<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1 // touch every page, so it is resident
+	}
+	p.mu.Lock()
+	p.leak = append(p.leak, b)
+	total := 0
+	for _, l := range p.leak {
+		total += len(l)
+	}
+	p.mu.Unlock()
+	p.text(w)
+	fmt.Fprintf(w, "%s holds %d MiB\n", p.id(), total>>20)
+}
+
+// garbage writes n bytes of binary junk to standard output, which the
+// kernel reads as log lines.
+func (p *probe) garbage(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("bytes"))
+	if err != nil || n < 0 || n > 64<<20 {
+		http.Error(w, "garbage: bytes must be 0-64Mi", http.StatusBadRequest)
+		return
+	}
+	junk := make([]byte, n)
+	for i := range junk {
+		junk[i] = byte(i*7 + i>>8)
+	}
+	_, _ = os.Stdout.Write(junk)
+	p.text(w)
+	fmt.Fprintf(w, "%s wrote %d bytes to stdout\n", p.id(), n)
+}
+
+// flood writes n log lines as fast as it can, half on standard error and
+// half through the Host logger.
+func (p *probe) flood(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("lines"))
+	if err != nil || n < 0 || n > 1000000 {
+		http.Error(w, "flood: lines must be 0-1000000", http.StatusBadRequest)
+		return
+	}
+	log := sdk.HostFrom(r.Context()).Logger()
+	out := p.stdio
+	if out == nil {
+		out = os.Stderr
+	}
+	for i := range n {
+		if i%2 == 0 {
+			fmt.Fprintf(out, "flood line %d\n", i)
+		} else {
+			log.Info("flood record", "i", i)
+		}
+	}
+	p.text(w)
+	fmt.Fprintf(w, "%s flooded %d lines\n", p.id(), n)
 }
