@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -57,12 +59,7 @@ func TestDropPrivileges(t *testing.T) {
 	}
 	uid, _ := strconv.Atoi(nobody.Uid)
 	dir := layout(t)
-	// The unprivileged kernel reads its plugins' executables from here.
-	for d := dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()) && d != os.TempDir(); d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	openUp(t, dir) // the unprivileged kernel reads its plugins' executables from here
 	port := privilegedPort(t)
 	cfg := fmt.Sprintf(`
 [privileges]
@@ -111,4 +108,53 @@ plugin = "probe"
 	// takes them up again.
 	k2 := startServe(t, dir, cfg)
 	k2.ready()
+}
+
+// TestAdminRefusesOtherUsers: even when the admin socket's file mode lets
+// another user connect, the kernel checks the peer's credentials
+// (SO_PEERCRED) and answers only its own user and root.
+func TestAdminRefusesOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the test runs ctl as another user")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("no user nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	dir := layout(t)
+	openUp(t, dir)
+	k := startServe(t, dir, probeOnly)
+	k.ready()
+	// Open the socket's file mode wide, as a careless operator might.
+	openUp(t, filepath.Dir(k.socket))
+	if err := os.Chmod(k.socket, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(k.bin, "ctl", "-socket", k.socket, "status")
+	cmd.Env = testEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("uid %d may not use this socket", uid)) {
+		t.Fatalf("ctl as nobody: %v\n%s", err, out)
+	}
+	if !strings.Contains(k.stderr.String(), "admin connection refused") {
+		t.Fatalf("no log line about the refusal:\n%s", k.stderr.String())
+	}
+	// Root is still answered.
+	if _, errOut, code := k.ctl("status"); code != 0 {
+		t.Fatalf("ctl as root: %d %s", code, errOut)
+	}
+}
+
+// openUp lets other users traverse dir and the temporary directories above
+// it.
+func openUp(t *testing.T, dir string) {
+	t.Helper()
+	for d := dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()) && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
