@@ -41,6 +41,8 @@ func (k *Kernel) Handle(ctx context.Context, cmd admin.Command) (any, error) {
 	case "shutdown":
 		k.Shutdown()
 		return "shutting down", nil
+	case "upgrade":
+		return k.Upgrade(ctx)
 	case "log-level":
 		return k.setLevel(cmd.Args[0])
 	case "state get", "state put", "state del", "state list":

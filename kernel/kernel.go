@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +46,11 @@ type Options struct {
 	// second one stops waiting for calls in flight), SIGHUP (reload the
 	// configuration) and SIGUSR2 (upgrade, which this build only logs).
 	HandleSignals bool
+	// Executable and Args are what an upgrade starts (the executable on
+	// disk then, with the same arguments); "" and nil mean the running
+	// executable's path and os.Args[1:].
+	Executable string
+	Args       []string
 	// Signals, when set with HandleSignals, is a channel the caller
 	// registered with signal.Notify for those signals as early as it could
 	// (see CatchSignals), so that a signal arriving while the kernel starts
@@ -71,6 +77,8 @@ type Kernel struct {
 	started time.Time
 
 	// Fixed for the kernel's life once Run has prepared them.
+	exe       string   // the executable an upgrade starts
+	args      []string // its arguments
 	stateDir  string
 	snapDir   string
 	cred      *credential // whom the kernel became after binding; nil: who it was started as
@@ -87,6 +95,14 @@ type Kernel struct {
 	reloadMu sync.Mutex // serialises configuration reloads
 
 	rescan time.Duration // the watcher's rescan period; 0 means the default (tests shorten it)
+
+	adminLn   net.Listener // set by Run
+	lockMu    sync.Mutex
+	lock      *os.File    // the state directory's lock; guarded by lockMu once Run has started
+	storeOnce sync.Once   // closes the store and the lock
+	upgradeMu sync.Mutex  // one upgrade at a time
+	upgraded  atomic.Bool // this kernel has handed over to a new one
+	gcHold    atomic.Bool // no snapshot garbage collection: an old kernel still runs
 
 	connIDs atomic.Uint64 // numbers line connections kernel-wide
 	tokens  atomic.Uint64 // numbers plugin processes kernel-wide, for line sessions
@@ -143,6 +159,17 @@ func New(opts Options) (*Kernel, error) {
 	}
 	if k.getenv == nil {
 		k.getenv = os.Getenv
+	}
+	k.exe, k.args = opts.Executable, opts.Args
+	if k.exe == "" {
+		// Resolved now: once the file is replaced, the running process's
+		// own link names the old one.
+		if exe, err := os.Executable(); err == nil {
+			k.exe = exe
+		}
+	}
+	if k.args == nil && len(os.Args) > 1 {
+		k.args = slices.Clone(os.Args[1:])
 	}
 	cfg, err := k.loadConfig()
 	if err != nil {
@@ -258,7 +285,10 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		defer stopSignals()
 	}
 
-	if k.stateDir, k.adminPath, err = k.paths(cfg); err != nil {
+	// A kernel started by an upgrade gets its sockets from the kernel it
+	// replaces; tell that one if we cannot start.
+	su, err := k.inheritUpgrade()
+	if err != nil {
 		return err
 	}
 	var cleanups []func()
@@ -267,8 +297,17 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 			for _, f := range slices.Backward(cleanups) {
 				f()
 			}
+			if su != nil {
+				su.fail(err)
+			}
 		}
 	}()
+	if su != nil {
+		cleanups = append(cleanups, su.closeRest)
+	}
+	if k.stateDir, k.adminPath, err = k.paths(cfg); err != nil {
+		return err
+	}
 
 	cred, err := lookupCredential(cfg.Privileges)
 	if err != nil {
@@ -278,17 +317,25 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	if err := privateDir(k.stateDir, cred.owner()); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	lock, err := lockStateDir(k.stateDir)
-	if err != nil {
-		return err
+	if su == nil {
+		lock, err := lockStateDir(k.stateDir)
+		if err != nil {
+			return err
+		}
+		k.lock = lock
+		store, err := state.Open(filepath.Join(k.stateDir, "store.db"), nil)
+		if err != nil {
+			lock.Close()
+			return err
+		}
+		k.store = store
+	} else {
+		// The old kernel holds the store until it has handed everything
+		// over; calls that reach it wait, and snapshots it runs stay.
+		k.store = su.store
+		k.gcHold.Store(true)
 	}
-	cleanups = append(cleanups, func() { lock.Close() })
-	store, err := state.Open(filepath.Join(k.stateDir, "store.db"), nil)
-	if err != nil {
-		return err
-	}
-	k.store = store
-	cleanups = append(cleanups, func() { store.Close() })
+	cleanups = append(cleanups, func() { k.closeStore() })
 	k.snapDir = filepath.Join(k.stateDir, "plugins")
 	if err := privateDir(k.snapDir, cred.owner()); err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)
@@ -297,32 +344,53 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	if err := privateDir(rt, cred.owner()); err != nil {
 		return fmt.Errorf("runtime directory: %w", err)
 	}
-	k.socketDir = pluginSocketDir(rt, k.stateDir)
-	// Killed plugins leave their sockets behind: start from an empty dir.
-	if err := os.RemoveAll(k.socketDir); err != nil {
-		return err
+	k.socketDir = pluginSocketDir(rt, k.stateDir, os.Getpid())
+	if su == nil {
+		// Killed plugins leave their sockets behind: start from empty
+		// directories. (A kernel started by an upgrade leaves the old
+		// kernel's, whose plugins still run.)
+		if err := removeSocketDirs(rt, k.stateDir); err != nil {
+			return err
+		}
 	}
 	if err := privateDir(k.socketDir, cred.owner()); err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(k.socketDir) })
 
-	adminLn, err := admin.Listen(k.adminPath)
+	var adminLn net.Listener
+	if f := su.adminFile(); f != nil {
+		adminLn, err = admin.FileListener(f, k.adminPath)
+		f.Close()
+	} else {
+		adminLn, err = admin.Listen(k.adminPath)
+	}
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
+	k.adminLn = adminLn
 	cleanups = append(cleanups, func() { adminLn.Close() })
 
 	// Bind every listener before anything runs, so a busy address fails
-	// the start cleanly.
+	// the start cleanly: or take the socket the old kernel (or systemd)
+	// handed over for it.
+	activated, err := k.systemdSockets()
+	if err != nil {
+		return err
+	}
 	socks := make(map[string]*socket)
 	for _, lc := range cfg.Listeners {
-		s, err := k.sockets.acquire(socketNetwork(lc), lc.SocketAddress())
+		s, err := k.listenerSocket(lc, su, activated)
 		if err != nil {
 			return fmt.Errorf("listener %q: %w", lc.Name, err)
 		}
 		socks[lc.Name] = s
 		cleanups = append(cleanups, func() { k.sockets.release(s) })
+	}
+	activated.closeRest(k.log)
+	if su != nil {
+		su.closeRest()
+		k.connIDs.Store(su.inv.ConnIDs)
 	}
 	if k.watcher, err = newWatcher(k.log); err != nil {
 		return fmt.Errorf("file watcher: %w", err)
@@ -367,8 +435,8 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	for _, lc := range cfg.Listeners {
 		k.startListener(lc, socks[lc.Name], slots[lc.Plugin])
 	}
-	for _, tc := range cfg.Timers {
-		k.startTimer(tc, slots[tc.Plugin])
+	if su == nil {
+		k.startTimers(nil)
 	}
 
 	adminSrv := admin.NewServer(k, k.log.With("component", "admin"))
@@ -405,9 +473,19 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		}()
 	}
 	startsDone := make(chan struct{})
+	var carried sync.WaitGroup
 	go func() {
 		starts.Wait()
 		k.watcher.set(slices.Collect(maps.Values(slots)))
+		if su != nil {
+			carried.Add(1)
+			go func() {
+				defer carried.Done()
+				k.carryOn(runCtx, su)
+			}()
+		} else if _, err := k.sd().Ready(); err != nil {
+			k.log.Warn("systemd notify", "error", err)
+		}
 		startupDone()
 		close(k.ready)
 		k.log.Info("kernel ready", "listeners", len(cfg.Listeners), "plugins", len(slots), "took", time.Since(k.started).Round(time.Millisecond))
@@ -419,8 +497,14 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	case <-k.shutdown:
 	}
 	k.log.Info("kernel shutting down")
+	if !k.upgraded.Load() {
+		if _, err := k.sd().Stopping(); err != nil {
+			k.log.Warn("systemd notify", "error", err)
+		}
+	}
 	cancelRun() // aborts plugin starts and reloads still under way
 	<-startsDone
+	carried.Wait()
 	// Let a reload under way finish or abort, and refuse new ones, before
 	// stopAll takes stock of listeners and slots.
 	k.reloadMu.Lock()
@@ -437,10 +521,9 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		k.log.Warn("admin server", "error", err)
 	}
 	_ = os.RemoveAll(k.socketDir)
-	if err := store.Close(); err != nil {
+	if err := k.closeStore(); err != nil {
 		k.log.Error("closing the store", "error", err)
 	}
-	lock.Close()
 	k.log.Info("kernel stopped", "uptime", time.Since(k.started).Round(time.Millisecond))
 	return nil
 }
@@ -563,6 +646,9 @@ func (k *Kernel) snapshot(path string) (b *binary, release func(), err error) {
 
 // gcSnapshots removes executables no slot runs or keeps for rollback.
 func (k *Kernel) gcSnapshots() {
+	if k.gcHold.Load() {
+		return
+	}
 	// snapMu first: what the slots keep must not change between taking
 	// stock and removing files (a slot updates its history, then releases
 	// its snapshot reference).
@@ -603,7 +689,12 @@ func (k *Kernel) handleSignals(ctx context.Context) func() {
 			case sig := <-ch:
 				switch sig {
 				case syscall.SIGUSR2:
-					k.log.Warn("SIGUSR2: upgrading the kernel is not supported by this build yet; ignored")
+					k.log.Info("SIGUSR2: upgrading the kernel")
+					k.spawn(func() {
+						if _, err := k.Upgrade(ctx); err != nil {
+							k.log.Error("upgrade failed; this kernel carries on", "error", err)
+						}
+					})
 				case syscall.SIGHUP:
 					k.log.Info("SIGHUP: reloading the configuration")
 					k.spawn(func() {
@@ -645,4 +736,15 @@ func (k *Kernel) spawn(f func()) bool {
 		f()
 	}()
 	return true
+}
+
+// startTimers starts every configured timer, on the schedule starts gives
+// (from the kernel an upgrade replaced) or a fresh one.
+func (k *Kernel) startTimers(starts map[string]time.Time) {
+	k.mu.Lock()
+	cfg, slots := k.cfg, k.slots
+	k.mu.Unlock()
+	for _, tc := range cfg.Timers {
+		k.startTimerAt(tc, slots[tc.Plugin], starts[tc.Name])
+	}
 }

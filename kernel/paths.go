@@ -70,9 +70,30 @@ func privateDir(dir string, owner int) error {
 // which one kernel at a time holds locked, so a kernel may empty it at start
 // (killed plugins leave sockets behind) without touching another kernel's.
 // It lives in the runtime directory because sun_path holds ~108 bytes.
-func pluginSocketDir(runtime, stateDir string) string {
+// The kernel's pid is part of the name: during an upgrade the old kernel's
+// plugins and the new one's run side by side.
+func pluginSocketDir(runtime, stateDir string, pid int) string {
+	return socketDirPrefix(runtime, stateDir) + strconv.Itoa(pid)
+}
+
+func socketDirPrefix(runtime, stateDir string) string {
 	sum := sha256.Sum256([]byte(stateDir))
-	return filepath.Join(runtime, "p-"+hex.EncodeToString(sum[:6]))
+	return filepath.Join(runtime, "p-"+hex.EncodeToString(sum[:6])+"-")
+}
+
+// removeSocketDirs removes the plugin socket directories of every earlier
+// kernel on stateDir.
+func removeSocketDirs(runtime, stateDir string) error {
+	dirs, err := filepath.Glob(socketDirPrefix(runtime, stateDir) + "*")
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // lockStateDir takes an exclusive lock on the state directory for the

@@ -49,6 +49,14 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 	// A shutdown that begins meanwhile aborts the starts under way.
 	ctx, cancel := mergeCancel(ctx, k.ctx)
 	defer cancel()
+	if _, err := k.sd().Reloading(); err != nil {
+		k.log.Warn("systemd notify", "error", err)
+	}
+	defer func() {
+		if _, err := k.sd().Ready(); err != nil {
+			k.log.Warn("systemd notify", "error", err)
+		}
+	}()
 	next, err := k.loadConfig()
 	if err != nil {
 		return nil, err

@@ -44,13 +44,7 @@ func socketNetwork(lc *config.Listener) string {
 func (t *socketTable) acquire(network, address string) (*socket, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	key := network + " " + address
-	if network != "unix" {
-		if _, port, err := net.SplitHostPort(address); err == nil && port == "0" {
-			t.anon++
-			key = fmt.Sprintf("%s #%d", key, t.anon)
-		}
-	}
+	key := t.keyLocked(network, address)
 	if s, ok := t.socks[key]; ok {
 		s.refs++
 		return s, nil
@@ -68,6 +62,23 @@ func (t *socketTable) acquire(network, address string) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
+	return t.addLocked(key, ln, pc), nil
+}
+
+// keyLocked is the table's key for network and address; an address with
+// port 0 gets a key of its own.
+func (t *socketTable) keyLocked(network, address string) string {
+	key := network + " " + address
+	if network != "unix" {
+		if _, port, err := net.SplitHostPort(address); err == nil && port == "0" {
+			t.anon++
+			key = fmt.Sprintf("%s #%d", key, t.anon)
+		}
+	}
+	return key
+}
+
+func (t *socketTable) addLocked(key string, ln net.Listener, pc net.PacketConn) *socket {
 	s := &socket{
 		key:   key,
 		ln:    ln,
@@ -79,7 +90,53 @@ func (t *socketTable) acquire(network, address string) (*socket, error) {
 	s.wg.Add(1)
 	go s.accept()
 	t.socks[key] = s
-	return s, nil
+	return s
+}
+
+// adopt puts a socket this kernel was handed (by the kernel it replaces, or
+// by systemd) in the table under network and address, as acquire would
+// have bound it, with one reference.
+func (t *socketTable) adopt(network, address string, ln net.Listener, pc net.PacketConn) *socket {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addLocked(t.keyLocked(network, address), ln, pc)
+}
+
+// keepFiles makes closing the table's UNIX sockets leave their files: the
+// kernel that takes them over goes on serving on them.
+func (t *socketTable) keepFiles() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.socks {
+		if ul, ok := s.ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+		}
+	}
+}
+
+// files returns duplicates of the socket's descriptors: the stream
+// listener's, and the UDP socket's of a DNS listener (or nil).
+func (s *socket) files() (stream, packet *os.File, err error) {
+	type filer interface{ File() (*os.File, error) }
+	f, ok := s.ln.(filer)
+	if !ok {
+		return nil, nil, fmt.Errorf("socket %s: %T has no descriptor to hand over", s.key, s.ln)
+	}
+	if stream, err = f.File(); err != nil {
+		return nil, nil, err
+	}
+	if s.pc != nil {
+		pf, ok := s.pc.(filer)
+		if !ok {
+			stream.Close()
+			return nil, nil, fmt.Errorf("socket %s: %T has no descriptor to hand over", s.key, s.pc)
+		}
+		if packet, err = pf.File(); err != nil {
+			stream.Close()
+			return nil, nil, err
+		}
+	}
+	return stream, packet, nil
 }
 
 // ref adds a reference to a socket the caller already holds.
@@ -89,18 +146,33 @@ func (t *socketTable) ref(s *socket) {
 	t.mu.Unlock()
 }
 
+// releaseKeeping drops a reference as release does; when it is the last,
+// the socket is closed with closeKeeping and its unserved connections
+// returned.
+func (t *socketTable) releaseKeeping(s *socket) []net.Conn {
+	if t.drop(s) {
+		return s.closeKeeping()
+	}
+	return nil
+}
+
 // release drops a reference; the last one closes the socket.
 func (t *socketTable) release(s *socket) {
-	t.mu.Lock()
-	s.refs--
-	last := s.refs == 0
-	if last {
-		delete(t.socks, s.key)
-	}
-	t.mu.Unlock()
-	if last {
+	if t.drop(s) {
 		s.close()
 	}
+}
+
+// drop removes a reference and reports whether it was the last.
+func (t *socketTable) drop(s *socket) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.refs--
+	if s.refs == 0 {
+		delete(t.socks, s.key)
+		return true
+	}
+	return false
 }
 
 // listen binds a stream socket. A UNIX socket path left behind by a dead
@@ -184,7 +256,9 @@ type socket struct {
 	wg    sync.WaitGroup // the accept loop and requeues
 
 	mu      sync.Mutex
-	closing bool // no more goroutines may start; guarded by mu
+	closing bool       // no more goroutines may start; guarded by mu
+	keep    bool       // closing keeps unserved connections (closeKeeping); guarded by mu
+	kept    []net.Conn // guarded by mu
 }
 
 func (s *socket) accept() {
@@ -216,11 +290,42 @@ func (s *socket) accept() {
 		select {
 		case s.conns <- c:
 		case <-s.done:
-			c.Close()
+			s.drop(c)
 			return
 		}
 	}
 }
+
+// drop disposes of a connection the socket accepted and no view took: it
+// is closed, or kept for the kernel an upgrade hands the socket to.
+func (s *socket) drop(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keep {
+		s.kept = append(s.kept, c)
+		return
+	}
+	c.Close()
+}
+
+// closeKeeping closes the socket as close does, but returns the
+// connections it had accepted and not yet handed to a front end instead of
+// closing them: an upgrade passes them to the new kernel.
+func (s *socket) closeKeeping() []net.Conn {
+	s.mu.Lock()
+	s.keep = true
+	s.mu.Unlock()
+	s.close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := s.kept
+	s.kept = nil
+	return kept
+}
+
+// inject hands c, accepted by another process on this socket, to the
+// socket's front ends as if the socket had accepted it.
+func (s *socket) inject(c net.Conn) { s.requeue(c) }
 
 func (s *socket) close() {
 	s.once.Do(func() {
@@ -276,7 +381,11 @@ func (s *socket) requeue(c net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		c.Close()
+		if s.keep {
+			s.kept = append(s.kept, c)
+		} else {
+			c.Close()
+		}
 		return
 	}
 	s.wg.Add(1)
@@ -285,7 +394,7 @@ func (s *socket) requeue(c net.Conn) {
 		select {
 		case s.conns <- c:
 		case <-s.done:
-			c.Close()
+			s.drop(c)
 		}
 	}()
 }

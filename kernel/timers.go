@@ -51,10 +51,16 @@ func (s *slot) tick(ctx context.Context, t timer.Tick) error {
 
 // startTimer starts tc's schedule, calling s.
 func (k *Kernel) startTimer(tc *config.Timer, s *slot) *timerEntry {
+	return k.startTimerAt(tc, s, time.Time{})
+}
+
+// startTimerAt starts tc's schedule from start (tick n due at start +
+// n*every), or from now when start is zero.
+func (k *Kernel) startTimerAt(tc *config.Timer, s *slot, start time.Time) *timerEntry {
 	e := &timerEntry{done: make(chan struct{})}
 	e.cfg.Store(tc)
 	e.slot.Store(s)
-	e.t = timer.New(timer.Config{Name: tc.Name, Every: tc.Every.D(), Logger: k.log}, e)
+	e.t = timer.New(timer.Config{Name: tc.Name, Every: tc.Every.D(), Start: start, Logger: k.log}, e)
 	go func() {
 		defer close(e.done)
 		e.t.Run()

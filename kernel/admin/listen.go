@@ -193,3 +193,26 @@ func (l *socketListener) removeSocket() {
 	}
 	l.unlink = false
 }
+
+// FileListener rebuilds the listener Listen made at path from a descriptor
+// of it handed to this process (a kernel upgrade passes the admin socket to
+// its successor). Closing it removes the socket file as Listen's does, only
+// while it is still the same file.
+func FileListener(f *os.File, path string) (net.Listener, error) {
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("admin: inherited socket %s: %w", path, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("admin: inherited socket %s is %T, not a UNIX listener", path, ln)
+	}
+	ul.SetUnlinkOnClose(false)
+	dev, ino, err := fileID(path)
+	if err != nil {
+		ul.Close()
+		return nil, fmt.Errorf("admin: inherited socket: %w", err)
+	}
+	return &socketListener{UnixListener: ul, path: path, dev: dev, ino: ino, unlink: true}, nil
+}

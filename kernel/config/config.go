@@ -29,6 +29,7 @@ type Config struct {
 	Admin      Admin              `toml:"admin"`
 	State      State              `toml:"state"`
 	Privileges Privileges         `toml:"privileges"`
+	Upgrade    Upgrade            `toml:"upgrade"`
 	Plugins    map[string]*Plugin `toml:"plugins"` // never nil after Parse
 	Listeners  []*Listener        `toml:"listeners"`
 	Timers     []*Timer           `toml:"timers"`
@@ -55,6 +56,14 @@ type Privileges struct {
 	User string `toml:"user"`
 	// Group is the group to take; "" means User's primary group.
 	Group string `toml:"group"`
+}
+
+// Upgrade configures the kernel's replacement of its own process.
+type Upgrade struct {
+	// Timeout bounds the new kernel's start, up to its report that it
+	// serves; past it the new kernel is stopped and the old carries on
+	// (default 30s).
+	Timeout Duration `toml:"timeout"`
 }
 
 // Plugin is one plugin slot: the executable to run and how to treat it.

@@ -16,6 +16,7 @@ type fileConfig struct {
 	Admin      *fileAdmin             `toml:"admin,omitempty"`
 	State      *fileState             `toml:"state,omitempty"`
 	Privileges *Privileges            `toml:"privileges,omitempty"`
+	Upgrade    *Upgrade               `toml:"upgrade,omitempty"`
 	Plugins    map[string]*filePlugin `toml:"plugins,omitempty"`
 	Listeners  []*fileListener        `toml:"listeners,omitempty"`
 	Timers     []*fileTimer           `toml:"timers,omitempty"`
@@ -87,6 +88,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	if c.Privileges != (Privileges{}) {
 		f.Privileges = &c.Privileges
 	}
+	f.Upgrade = &c.Upgrade
 	if len(c.Plugins) > 0 {
 		f.Plugins = make(map[string]*filePlugin, len(c.Plugins))
 	}

@@ -69,6 +69,7 @@ const (
 	defaultMaxConnections    = 10000
 	defaultMaxInflight       = 1024
 
+	defaultUpgradeTimeout  = Duration(30 * time.Second)
 	defaultHungCalls       = 8
 	defaultMaxMemory       = 1 << 30
 	defaultQuarantineAfter = 5
@@ -104,6 +105,7 @@ func (k *checker) check() {
 		k.errorf(root.key("admin").key("socket"), "admin.socket: path is %d bytes, longer than a UNIX socket allows (%d)", len(c.Admin.Socket), maxUnixPath)
 	}
 	k.path(root.key("state").key("dir"), "state.dir", &c.State.Dir)
+	positive(k, root.key("upgrade").key("timeout"), "upgrade", &c.Upgrade.Timeout, defaultUpgradeTimeout)
 	if c.Privileges.Group != "" && c.Privileges.User == "" {
 		k.errorf(root.key("privileges").key("group"), "privileges.group needs privileges.user")
 	}

@@ -137,6 +137,15 @@ var (
 	ErrOutputFull = errors.New("line: output buffer full; connection dropped")
 )
 
+// Errors of Server.Detach and Server.Adopt.
+var (
+	// ErrServerClosed: the server is shutting down or was detached.
+	ErrServerClosed = errors.New("line: server closed")
+	// ErrBadHandover: a Handover that cannot be served (no file, an id
+	// in use, a framer state no framer can be in).
+	ErrBadHandover = errors.New("line: bad handover")
+)
+
 // Limits bound what a connection may hold. Zero numeric fields mean their
 // defaults; SetLimits changes them for live connections too.
 type Limits struct {
@@ -201,13 +210,29 @@ type Conn struct {
 	state   map[string]string // nil when empty; guarded by smu
 	version string            // guarded by smu
 
+	// input is what the connection's goroutine had read and not framed
+	// when a Detach stopped it; owned by that goroutine.
+	input []byte
+
 	mu       sync.Mutex
-	reason   string        // why the session ends; "" while it goes on; guarded by mu
+	reason   string        // why the session ends (reasonHandover once it is handed over); "" while it goes on; guarded by mu
 	dropped  bool          // the socket was closed under the session: no output is taken; guarded by mu
 	sealed   bool          // the session is being flushed: no output is taken; guarded by mu
 	out      []byte        // output the writer has not taken yet, encoded; guarded by mu
 	inflight int           // bytes the writer took and has not written yet; guarded by mu
 	writing  chan struct{} // non-nil while a writer goroutine runs, closed when it exits; guarded by mu
+	// detaching: a Detach asked for the session; it stops at the next
+	// event boundary and is handed over unless a reason ends it first.
+	// Guarded by mu.
+	detaching bool
+	// inEvent: the goroutine is between reading and the answer to an
+	// event (framing, dispatching, acting on the reply), not idle or
+	// ending. Guarded by mu.
+	inEvent bool
+	// handing: the output is being flushed for a handover. No writer is
+	// started; one that runs out of time puts its unwritten bytes back.
+	// Guarded by mu.
+	handing bool
 }
 
 // Session returns a copy of the connection's state and the version of the
@@ -275,6 +300,7 @@ type Server struct {
 	log    *slog.Logger
 	d      Dispatcher
 	nextID func() uint64
+	ownIDs bool          // Config.NextID is nil: ids come from lastID
 	lastID atomic.Uint64 // for nextID when Config.NextID is nil
 	limits atomic.Pointer[Limits]
 	bufs   sync.Pool // read buffers (*[]byte of readSize)
@@ -287,8 +313,11 @@ type Server struct {
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{} // guarded by mu
 	conns    map[uint64]*Conn          // every connection whose goroutine runs; guarded by mu
-	shutdown bool                      // Shutdown has begun; guarded by mu
-	forced   bool                      // a Shutdown ran out of time and closed the sockets; guarded by mu
+	shutdown bool                      // Shutdown or Detach has begun; guarded by mu
+	detached bool                      // it was Detach; guarded by mu
+	forced   bool                      // a Shutdown or Detach ran out of time; guarded by mu
+	serving  int                       // Serve loops running; guarded by mu
+	handed   []Handover                // sessions handed over by Detach, not yet returned; guarded by mu
 	done     chan struct{}             // closed when shutdown is set
 	idle     chan struct{}             // closed once shutdown is set and conns is empty
 	isIdle   bool                      // idle is closed; guarded by mu
@@ -320,6 +349,7 @@ func New(cfg Config, d Dispatcher) *Server {
 		idle:   make(chan struct{}),
 	}
 	if s.nextID == nil {
+		s.ownIDs = true
 		s.nextID = func() uint64 { return s.lastID.Add(1) }
 	}
 	s.bufs.New = func() any {
@@ -330,8 +360,8 @@ func New(cfg Config, d Dispatcher) *Server {
 	return s
 }
 
-// Serve accepts connections on ln until Shutdown, and returns nil then; it
-// closes ln. It returns an error when Accept fails for good.
+// Serve accepts connections on ln until Shutdown or Detach, and returns
+// nil then; it closes ln. It returns an error when Accept fails for good.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.shutdown {
@@ -340,10 +370,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	s.lns[ln] = struct{}{}
+	s.serving++
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.lns, ln)
+		s.serving--
+		s.checkIdleLocked()
 		s.mu.Unlock()
 		ln.Close()
 	}()
@@ -354,8 +387,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			return true
 		}
 		if c == nil {
-			// Shutdown has begun: this connection fares as one still in
-			// the listener's backlog.
+			// Shutdown has begun (or a Detach ran out of time): this
+			// connection fares as one still in the listener's backlog.
 			nc.Close()
 			return false
 		}
@@ -370,7 +403,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // progress are cancelled and the connections closed at once; Shutdown
 // returns once every connection goroutine has exited, with ctx's error if
 // it cut things short. Safe to call before or without Serve, and more than
-// once.
+// once; after a Detach it returns at once. A Shutdown during a Detach ends
+// the sessions not yet handed over.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.shutdown {

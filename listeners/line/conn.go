@@ -1,6 +1,7 @@
 package line
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,37 @@ func (s *Server) serveConn(c *Conn) {
 		return
 	}
 	c.answer(r, ok)
+	c.leave()
+	c.serve()
+}
+
+// serveAdopted runs the session of c, adopted from another server: the
+// output handed over is written first, then the input handed over is
+// framed as if it had just been read.
+func (s *Server) serveAdopted(c *Conn, input []byte) {
+	defer s.untrack(c)
+	c.logAt(slog.LevelDebug, "connection adopted")
+	c.mu.Lock()
+	c.startWriterLocked()
+	c.mu.Unlock()
+	c.f.setLimits(s.limits.Load())
+	c.frame(input)
+	c.serve()
+}
+
+// serve runs the session from its next read to its end: a Close event
+// and the close of the connection, or its handover to a Detach.
+func (c *Conn) serve() {
 	reason := c.readLoop()
-	r, _ = c.dispatch(Event{Kind: Close, Reason: reason})
+	if reason == reasonHandover {
+		if c.handOver() {
+			c.logAt(slog.LevelDebug, "connection handed over",
+				"bytes_in", c.BytesIn(), "bytes_out", c.BytesOut())
+			return
+		}
+		reason = c.ending()
+	}
+	r, _ := c.dispatch(Event{Kind: Close, Reason: reason})
 	_ = c.output(nil, r.Lines, true, false)
 	c.finish(reason != ReasonClient && reason != ReasonRead)
 	c.logAt(slog.LevelDebug, "connection closed", "reason", reason,
@@ -63,6 +93,12 @@ func (c *Conn) readLoop() string {
 			c.s.putBuf(bp)
 		}
 		if err != nil {
+			// A deadline that a stop or a Detach set is no idle timeout.
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if r := c.ending(); r != "" {
+					return r
+				}
+			}
 			reason := readReason(err)
 			if reason == ReasonRead && c.ending() == "" {
 				c.logAt(slog.LevelWarn, "reading from the client failed", "error", err)
@@ -119,21 +155,48 @@ func (c *Conn) read() (bp *[]byte, n int, err error) {
 }
 
 // frame feeds p to the framer and dispatches the events it completes,
-// until the session ends.
+// until the session ends. When a Detach stops it, what is left of p is
+// kept in c.input for the handover (p may be a pooled buffer).
 func (c *Conn) frame(p []byte) {
 	defer c.f.release()
-	for len(p) > 0 && c.ending() == "" {
+	for len(p) > 0 {
+		if ok, keep := c.enter(); !ok {
+			if keep {
+				c.input = bytes.Clone(p)
+			}
+			return
+		}
 		n, ev, ok := c.f.step(p)
 		p = p[n:]
 		if out := c.f.takeOut(); out != nil {
 			_ = c.output(out, nil, false, false)
 		}
-		if !ok {
-			continue
+		if ok {
+			c.s.requests.Add(1)
+			c.answer(c.dispatch(ev))
 		}
-		c.s.requests.Add(1)
-		c.answer(c.dispatch(ev))
+		c.leave()
 	}
+}
+
+// enter marks the goroutine as in an event before it frames more input,
+// unless the session ends or is being detached; keep says the input not
+// framed must then be kept for a handover.
+func (c *Conn) enter() (ok, keep bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reason != "" || c.detaching {
+		return false, c.reason == "" && c.detaching
+	}
+	c.inEvent = true
+	return true, false
+}
+
+// leave marks the end of what enter began, or of the Open event.
+func (c *Conn) leave() {
+	c.mu.Lock()
+	c.inEvent = false
+	c.mu.Unlock()
 }
 
 // dispatch delivers ev, and reports whether the Dispatcher answered it
@@ -186,10 +249,14 @@ func (c *Conn) end(reason string) string {
 	return c.reason
 }
 
-// ending returns why the session ends, or "" while it goes on.
+// ending returns why the session ends, or "" while it goes on;
+// reasonHandover while a Detach waits for it.
 func (c *Conn) ending() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.reason == "" && c.detaching {
+		return reasonHandover
+	}
 	return c.reason
 }
 
@@ -249,13 +316,21 @@ func (c *Conn) output(b []byte, lines [][]byte, escape, fromSend bool) error {
 	for _, l := range lines {
 		c.out = append(appendEncoded(c.out, l, esc), '\r', '\n')
 	}
-	if c.writing == nil {
-		done := make(chan struct{})
-		c.writing = done
-		go c.writeLoop(done)
-	}
+	c.startWriterLocked()
 	c.mu.Unlock()
 	return nil
+}
+
+// startWriterLocked starts the writer when output waits and none runs,
+// unless the output is being flushed for a handover (its writer is the
+// last) or the connection was dropped.
+func (c *Conn) startWriterLocked() {
+	if c.writing != nil || c.handing || c.dropped || len(c.out) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	c.writing = done
+	go c.writeLoop(done)
 }
 
 // encodedLen is the length of b on the wire.
@@ -300,7 +375,10 @@ func (c *Conn) writeLoop(done chan struct{}) {
 		b := c.out
 		c.out, c.inflight = nil, len(b)
 		c.mu.Unlock()
-		if err := c.write(b); err != nil {
+		if n, err := c.write(b); err != nil {
+			if c.putBack(b[n:], err) {
+				return
+			}
 			c.writeFailed(err)
 			c.mu.Lock()
 			c.writing = nil
@@ -310,27 +388,50 @@ func (c *Conn) writeLoop(done chan struct{}) {
 	}
 }
 
+// putBack returns the unwritten rest of a write that ran out of time
+// while the output is flushed for a handover to the head of the queue,
+// and ends the writer: the rest goes with the session. It reports
+// whether it did.
+func (c *Conn) putBack(rest []byte, err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.handing || c.dropped || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	c.out = append(rest, c.out...)
+	c.inflight, c.writing = 0, nil
+	return true
+}
+
 // write writes b in pieces, each within Limits.WriteTimeout and, once the
-// session is being flushed, within the flush's bound.
-func (c *Conn) write(b []byte) error {
+// session is being flushed, within the flush's bound. It returns how much
+// it wrote.
+func (c *Conn) write(b []byte) (written int, err error) {
 	for len(b) > 0 {
 		p := b[:min(len(b), maxWrite)]
 		dl := time.Now().Add(c.s.limits.Load().WriteTimeout)
-		if fb := c.flushBy.Load(); fb != 0 && fb < dl.UnixNano() {
+		fb := c.flushBy.Load()
+		if fb != 0 && fb < dl.UnixNano() {
 			dl = time.Unix(0, fb)
 		}
 		_ = c.nc.SetWriteDeadline(dl)
+		// A flush bound set since it was read may have had its deadline
+		// overwritten by this one: apply it again.
+		if fb2 := c.flushBy.Load(); fb2 != fb && fb2 != 0 && fb2 < dl.UnixNano() {
+			_ = c.nc.SetWriteDeadline(time.Unix(0, fb2))
+		}
 		n, err := c.nc.Write(p)
+		written += n
 		c.bytesOut.Add(int64(n))
 		c.mu.Lock()
 		c.inflight -= n
 		c.mu.Unlock()
 		if err != nil {
-			return err
+			return written, err
 		}
 		b = b[n:]
 	}
-	return nil
+	return written, nil
 }
 
 // writeFailed drops the connection after a failed write. It is quiet when

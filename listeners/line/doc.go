@@ -11,5 +11,10 @@
 //
 // The package knows a Dispatcher, not plugin processes: a swap of the code
 // behind the Dispatcher happens between two events and is invisible to the
-// client.
+// client. A session can also leave its server alive, for the kernel's own
+// upgrade: Server.Detach stops every session between two events and
+// returns each as a Handover (its state, the input read and not framed,
+// the framer's state, the output not written, and a duplicate of its
+// socket), which Server.Adopt, in this process or the next kernel's,
+// serves on from the next byte.
 package line

@@ -106,9 +106,20 @@ func evString(ev Event) string {
 // fails t when step does not make progress.
 func runFramer(t testing.TB, lim Limits, collect *Collect, chunks [][]byte) (evs []Event, out []byte) {
 	t.Helper()
+	return feedFramer(t, newFramer(lim), collect, chunks)
+}
+
+// newFramer returns a framer with lim (and its defaults).
+func newFramer(lim Limits) *framer {
 	lim = lim.withDefaults()
-	var f framer
+	f := &framer{}
 	f.setLimits(&lim)
+	return f
+}
+
+// feedFramer is runFramer with a framer of the caller's.
+func feedFramer(t testing.TB, f *framer, collect *Collect, chunks [][]byte) (evs []Event, out []byte) {
+	t.Helper()
 	for _, ch := range chunks {
 		p := ch
 		for len(p) > 0 {

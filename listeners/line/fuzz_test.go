@@ -18,8 +18,9 @@ var fuzzCollect = &Collect{Terminator: ".", DotUnstuff: true, MaxBytes: 64}
 // and UTF-8 on and off, in one chunk and split at random. No input makes
 // it panic or stall; Line and TooLong data hold no LF, are at most
 // MaxLine bytes of input (made valid UTF-8 with UTF8, which is then the
-// only difference) and do not depend on how the input was split; Blocks
-// stay within their bound.
+// only difference) and do not depend on how the input was split, nor on
+// a handover at a random byte (the framer's state taken there, across
+// JSON, and restored into a fresh framer); Blocks stay within their bound.
 func FuzzFraming(f *testing.F) {
 	for _, tc := range framerCases {
 		f.Add([]byte(strings.Join(tc.chunks, "")), uint64(len(tc.chunks)))
@@ -32,6 +33,7 @@ func FuzzFraming(f *testing.F) {
 			n := 1 + rng.IntN(len(rest))
 			split, rest = append(split, rest[:n]), rest[n:]
 		}
+		handover := rng.IntN(len(in) + 1)
 		for _, telnet := range []bool{false, true} {
 			var plain []Event
 			for _, u := range []bool{false, true} {
@@ -40,6 +42,9 @@ func FuzzFraming(f *testing.F) {
 				evs, out := runFramer(t, lim, fuzzCollect, split)
 				if !sameEvents(whole, evs) || !bytes.Equal(wholeOut, out) {
 					t.Fatalf("telnet %v utf8 %v: split %q gives %v %q, whole %v %q", telnet, u, split, evs, out, whole, wholeOut)
+				}
+				if evs, out := snapshotFramer(t, lim, fuzzCollect, in, handover); !sameEvents(whole, evs) || !bytes.Equal(wholeOut, out) {
+					t.Fatalf("telnet %v utf8 %v: a handover at %d gives %v %q, one framer %v %q", telnet, u, handover, evs, out, whole, wholeOut)
 				}
 				checkEvents(t, evs, u)
 				if !u {

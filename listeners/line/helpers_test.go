@@ -30,8 +30,11 @@ type fakeDispatcher struct {
 	mu     sync.Mutex
 	events map[uint64][]Event // guarded by mu
 	busy   map[uint64]bool    // guarded by mu
-	broken []string           // contract violations; guarded by mu
-	closes chan closeEvent    // every Close event, once dispatched
+	// adopted are the sessions the server adopts: they begin without
+	// Open, and an Open is a violation. Guarded by mu.
+	adopted map[uint64]bool
+	broken  []string        // contract violations; guarded by mu
+	closes  chan closeEvent // every Close event, once dispatched
 }
 
 type closeEvent struct {
@@ -40,7 +43,14 @@ type closeEvent struct {
 }
 
 func newDispatcher(fn func(ctx context.Context, c *Conn, ev Event) (Reply, error)) *fakeDispatcher {
-	return &fakeDispatcher{fn: fn, events: make(map[uint64][]Event), busy: make(map[uint64]bool), closes: make(chan closeEvent, 1024)}
+	return &fakeDispatcher{fn: fn, events: make(map[uint64][]Event), busy: make(map[uint64]bool), adopted: make(map[uint64]bool), closes: make(chan closeEvent, 1024)}
+}
+
+// adopting says the session id is to be adopted, not opened.
+func (d *fakeDispatcher) adopting(id uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.adopted[id] = true
 }
 
 func (d *fakeDispatcher) DispatchLine(ctx context.Context, c *Conn, ev Event) (Reply, error) {
@@ -49,7 +59,9 @@ func (d *fakeDispatcher) DispatchLine(ctx context.Context, c *Conn, ev Event) (R
 	switch {
 	case d.busy[c.ID]:
 		d.broken = append(d.broken, fmt.Sprintf("conn %d: %v while another event is dispatched", c.ID, ev.Kind))
-	case len(evs) == 0 && ev.Kind != Open:
+	case d.adopted[c.ID] && ev.Kind == Open:
+		d.broken = append(d.broken, fmt.Sprintf("conn %d: Open of an adopted session", c.ID))
+	case len(evs) == 0 && ev.Kind != Open && !d.adopted[c.ID]:
 		d.broken = append(d.broken, fmt.Sprintf("conn %d: %v before Open", c.ID, ev.Kind))
 	case len(evs) > 0 && ev.Kind == Open:
 		d.broken = append(d.broken, fmt.Sprintf("conn %d: a second Open", c.ID))

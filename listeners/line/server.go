@@ -29,6 +29,10 @@ const (
 	lingerTime = 500 * time.Millisecond
 	// lingerMax bounds how many bytes are drained then.
 	lingerMax = 1 << 20
+	// handoverFlush bounds how long a session being handed over writes
+	// its output (and Limits.WriteTimeout, when shorter); what is left
+	// travels in Handover.Output.
+	handoverFlush = 200 * time.Millisecond
 )
 
 // withDefaults returns l with its zero (or negative) numbers replaced by
@@ -51,35 +55,46 @@ func (l Limits) withDefaults() Limits {
 }
 
 // track registers an accepted connection, or returns nil once Shutdown has
-// begun, or reports refused when Limits.MaxConnections are open.
+// begun, or reports refused when Limits.MaxConnections are open. A
+// connection accepted while a Detach waits for its Serve loops to end (it
+// was in Accept when the listener closed) is served, Open event included,
+// and handed over with the others.
 func (s *Server) track(nc net.Conn) (c *Conn, refused bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutdown {
+	if s.shutdown && (!s.detached || s.forced) {
 		return nil, false
 	}
 	if len(s.conns) >= s.limits.Load().MaxConnections {
 		return nil, true
 	}
 	c = &Conn{
-		ID:       s.nextID(),
-		Listener: s.name,
-		Remote:   nc.RemoteAddr(),
-		Local:    nc.LocalAddr(),
-		Since:    time.Now(),
-		s:        s,
-		nc:       nc,
+		ID:        s.nextID(),
+		Listener:  s.name,
+		Remote:    nc.RemoteAddr(),
+		Local:     nc.LocalAddr(),
+		Since:     time.Now(),
+		s:         s,
+		nc:        nc,
+		inEvent:   true, // the Open event comes first
+		detaching: s.detached,
 	}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.rc = rc
-		}
-	}
+	c.rc = rawConn(nc)
 	c.f.setLimits(s.limits.Load())
 	s.conns[c.ID] = c
 	s.accepted.Add(1)
 	s.open.Add(1)
 	return c, false
+}
+
+// rawConn returns nc's RawConn, or nil when it has none.
+func rawConn(nc net.Conn) syscall.RawConn {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 // untrack forgets a connection whose goroutine, and writer, have finished.
@@ -94,9 +109,9 @@ func (s *Server) untrack(c *Conn) {
 }
 
 // checkIdleLocked closes idle once Shutdown has begun and no connection is
-// left.
+// left; after a Detach, once no Serve loop may track one either.
 func (s *Server) checkIdleLocked() {
-	if s.shutdown && len(s.conns) == 0 && !s.isIdle {
+	if s.shutdown && len(s.conns) == 0 && (!s.detached || s.serving == 0) && !s.isIdle {
 		s.isIdle = true
 		close(s.idle)
 	}
