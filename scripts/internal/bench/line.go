@@ -249,6 +249,7 @@ name = "lines"
 protocol = "line"
 address = "127.0.0.1:%d"
 plugin = "probe"
+max_connections = 20000     # the idle measurement opens 10,000
 
 [[listeners]]
 name = "mail"
