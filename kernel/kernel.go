@@ -44,7 +44,7 @@ type Options struct {
 	Getenv func(string) string
 	// HandleSignals makes Run handle SIGTERM and SIGINT (shutdown; a
 	// second one stops waiting for calls in flight), SIGHUP (reload the
-	// configuration) and SIGUSR2 (upgrade, which this build only logs).
+	// configuration) and SIGUSR2 (upgrade the kernel: see Upgrade).
 	HandleSignals bool
 	// Executable and Args are what an upgrade starts (the executable on
 	// disk then, with the same arguments); "" and nil mean the running
