@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -203,46 +201,13 @@ func storeFailed(w http.ResponseWriter, r *http.Request, what string, err error)
 	http.Error(w, "inbox: the store failed", http.StatusInternalServerError)
 }
 
-// An id is 24 lowercase hex digits: 16 for the time it was made, as
-// nanoseconds since 1970 (time.UnixNano), then 8 random ones from
-// crypto/rand. Ids sort by the time they were made. Within one process the
-// time part strictly increases, so its ids are distinct; between processes
-// (the old and new version of a plugin both serve during a swap) the random
-// part keeps them apart.
-const idLen = 24
+// Ids are the SDK's (sdk.IDs): time-ordered, and distinct across the old
+// and new version of the plugin during a swap.
+const idLen = sdk.IDLen
 
 // idSource makes ids. The zero value is ready and safe for concurrent use.
-type idSource struct {
-	last atomic.Int64 // the time part of the latest id
-}
+type idSource struct{ sdk.IDs }
 
-func (s *idSource) next() string {
-	var t int64
-	for {
-		last := s.last.Load()
-		t = max(time.Now().UnixNano(), last+1)
-		if s.last.CompareAndSwap(last, t) {
-			break
-		}
-	}
-	var b [12]byte
-	for i := range 8 {
-		b[i] = byte(uint64(t) >> (56 - 8*i))
-	}
-	_, _ = rand.Read(b[8:]) // never fails (crypto/rand)
-	return hex.EncodeToString(b[:])
-}
+func (s *idSource) next() string { return s.IDs.Next(time.Now()) }
 
-// validID reports whether id has the shape of an id.
-func validID(id string) bool {
-	if len(id) != idLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validID(id string) bool { return sdk.ValidID(id) }
