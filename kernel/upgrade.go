@@ -134,19 +134,22 @@ func (k *Kernel) startSuccessor(ctx context.Context) (*handoverConn, *exec.Cmd, 
 		return nil, nil, fmt.Errorf("start %s: %w", k.exe, err)
 	}
 	theirs.Close()
-	exited := make(chan error, 1)
+	// exited is closed once the new kernel is reaped, with waitErr set:
+	// closed rather than sent on, so that fail can wait for it after the
+	// select below has already seen it.
+	exited := make(chan struct{})
+	var waitErr error
 	fail := func(err error) (*handoverConn, *exec.Cmd, error) {
 		_ = cmd.Process.Kill()
 		hc.Close()
-		select {
-		case <-exited:
-		default:
-			<-exited
-		}
+		<-exited
 		return nil, nil, err
 	}
 	// Reaps the new kernel should it die before this one exits.
-	go func() { exited <- cmd.Wait() }()
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	if err := hc.send(frame{Kind: "inventory", Inventory: inv}); err != nil {
 		return fail(fmt.Errorf("sending the inventory: %w", err))
 	}
@@ -175,8 +178,8 @@ func (k *Kernel) startSuccessor(ctx context.Context) (*handoverConn, *exec.Cmd, 
 		case r.f.Kind != "ready":
 			return fail(fmt.Errorf("the new kernel sent %q, want ready", r.f.Kind))
 		}
-	case err := <-exited:
-		return fail(fmt.Errorf("the new kernel (pid %d) exited before it was ready: %v", cmd.Process.Pid, err))
+	case <-exited:
+		return fail(fmt.Errorf("the new kernel (pid %d) exited before it was ready: %v", cmd.Process.Pid, waitErr))
 	case <-t.C:
 		return fail(fmt.Errorf("the new kernel (pid %d) was not ready within %v", cmd.Process.Pid, timeout))
 	case <-ctx.Done():
