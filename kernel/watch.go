@@ -21,6 +21,15 @@ const (
 	// settle is the gap between the two looks that must agree on size,
 	// mtime and inode.
 	settle = 50 * time.Millisecond
+	// quickDebounce and quickSettle replace them for a name whose first
+	// event is a bare Create: what an atomic rename onto the name looks
+	// like (IN_MOVED_TO), the way a deploy should replace an executable.
+	// The file arrived whole, so waiting buys nothing. A file created and
+	// then written gets Write events, and any later event re-arms the
+	// name with the full debounce; a file caught half-written anyway
+	// fails the executable check and is tried again on its next event.
+	quickDebounce = 10 * time.Millisecond
+	quickSettle   = 15 * time.Millisecond
 	// defaultRescan is the period of the full rescan that catches what
 	// events missed (an overflowed queue, a directory that came back).
 	defaultRescan = 10 * time.Second
@@ -48,7 +57,8 @@ type watcher struct {
 type pendingFile struct {
 	first time.Time
 	timer *time.Timer
-	seq   int // counts arms; a settle check that sees it move leaves the entry to the newer timer
+	seq   int  // counts arms; a settle check that sees it move leaves the entry to the newer timer
+	quick bool // armed by a lone Create: quickDebounce and quickSettle apply
 }
 
 func newWatcher(log *slog.Logger) (*watcher, error) {
@@ -174,12 +184,22 @@ func (w *watcher) event(ctx context.Context, ev fsnotify.Event) {
 		return
 	}
 	if _, ok := w.targets[ev.Name]; ok {
+		if _, busy := w.pending[ev.Name]; !busy && ev.Op == fsnotify.Create {
+			w.armLocked(ctx, ev.Name, true)
+			return
+		}
 		w.debounceLocked(ctx, ev.Name)
 	}
 }
 
 // debounceLocked (re)arms the quiet-period timer of path.
 func (w *watcher) debounceLocked(ctx context.Context, path string) {
+	w.armLocked(ctx, path, false)
+}
+
+// armLocked (re)arms the quiet-period timer of path, quick for a name that
+// arrived whole (see quickDebounce).
+func (w *watcher) armLocked(ctx context.Context, path string, quick bool) {
 	now := time.Now()
 	p, ok := w.pending[path]
 	if !ok {
@@ -189,7 +209,11 @@ func (w *watcher) debounceLocked(ctx context.Context, path string) {
 		p.timer.Stop()
 	}
 	p.seq++
+	p.quick = quick
 	wait := debounce
+	if quick {
+		wait = quickDebounce
+	}
 	if left := debounceCap - now.Sub(p.first); left < wait {
 		wait = max(left, 0)
 	}
@@ -205,13 +229,17 @@ func (w *watcher) settleCheck(ctx context.Context, path string) {
 		w.mu.Unlock()
 		return
 	}
-	seq := p.seq
+	seq, quick := p.seq, p.quick
+	gap := settle
+	if quick {
+		gap = quickSettle
+	}
 	w.wg.Add(1)
 	w.mu.Unlock()
 	defer w.wg.Done()
 
 	a, _, errA := statID(path)
-	t := time.NewTimer(settle)
+	t := time.NewTimer(gap)
 	select {
 	case <-t.C:
 	case <-ctx.Done():
@@ -233,6 +261,11 @@ func (w *watcher) settleCheck(ctx context.Context, path string) {
 			delete(w.pending, path)
 			return
 		}
+		w.debounceLocked(ctx, path)
+		return
+	}
+	if quick && !completeExecutable(path) {
+		// Not the whole file a rename brings: a writer is still at it.
 		w.debounceLocked(ctx, path)
 		return
 	}
@@ -268,4 +301,14 @@ func (w *watcher) rescanAll(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// completeExecutable reports whether path holds a complete executable now.
+func completeExecutable(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return checkExecutable(path, f) == nil
 }

@@ -137,3 +137,51 @@ plugin = "probe"
 		t.Errorf("answered %q", body)
 	}
 }
+
+// TestWatchSlowWriter: a file created under the watched name and written
+// slowly (the Create that a rename would bring, then pauses) is not taken
+// half-written: the one swap that happens is to the whole new version.
+func TestWatchSlowWriter(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2")
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": bin["v1"]})
+	exe := filepath.Join(tk.dir, "plugins", "probe")
+	b, err := os.ReadFile(bin["v2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := tk.plugin("probe").Generation
+	if err := os.Remove(exe); err != nil {
+		t.Fatal(err)
+	}
+	// Past the debounce of the removal, so that the Create comes first.
+	time.Sleep(500 * time.Millisecond)
+	f, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Longer than the quick debounce and settle, shorter than the full one.
+	time.Sleep(100 * time.Millisecond)
+	half := len(b) / 2
+	if _, err := f.Write(b[:half]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := f.Write(b[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "v2 after the slow write", func() bool {
+		return tk.plugin("probe").Generation == gen+1
+	})
+	// Give a second, wrong swap the time to happen.
+	time.Sleep(500 * time.Millisecond)
+	p := tk.plugin("probe")
+	if p.Version != "v2" || p.Generation != gen+1 {
+		t.Fatalf("after the slow write: version %s generation %d, want v2 at %d", p.Version, p.Generation, gen+1)
+	}
+	if strings.Contains(tk.logs.String(), "swap failed") {
+		t.Errorf("a half-written file was tried:\n%s", tk.logs.String())
+	}
+}
