@@ -51,6 +51,9 @@ type Options struct {
 	// executable's path and os.Args[1:].
 	Executable string
 	Args       []string
+	// Pprof, when set, is a TCP address on which the kernel serves
+	// net/http/pprof under /debug/pprof/ (serve -pprof).
+	Pprof string
 	// Signals, when set with HandleSignals, is a channel the caller
 	// registered with signal.Notify for those signals as early as it could
 	// (see CatchSignals), so that a signal arriving while the kernel starts
@@ -437,6 +440,19 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	}
 	if su == nil {
 		k.startTimers(nil)
+	}
+
+	if k.opts.Pprof != "" {
+		pprofCtx, stopPprof := context.WithCancel(runCtx)
+		pprofDone := make(chan struct{})
+		go func() {
+			defer close(pprofDone)
+			servePprof(pprofCtx, k.opts.Pprof, k.log)
+		}()
+		defer func() {
+			stopPprof()
+			<-pprofDone
+		}()
 	}
 
 	adminSrv := admin.NewServer(k, k.log.With("component", "admin"))

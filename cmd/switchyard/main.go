@@ -87,6 +87,7 @@ func serve(args []string) int {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration and exit")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this `address` (e.g. 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -101,6 +102,7 @@ func serve(args []string) int {
 		Version:       fullVersion(),
 		HandleSignals: true,
 		Signals:       signals,
+		Pprof:         *pprofAddr,
 	}
 	if *printConfig {
 		cfg, err := kernel.LoadConfig(opts)

@@ -496,8 +496,14 @@ func TestStandalone(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprofAddr := pl.Addr().String()
+	pl.Close()
 	cmd := exec.Command(bins.probe)
-	cmd.Env = []string{"SWITCHYARD_STANDALONE=" + addr, "GORACE=atexit_sleep_ms=0"}
+	cmd.Env = []string{"SWITCHYARD_STANDALONE=" + addr, "SWITCHYARD_PPROF=" + pprofAddr, "GORACE=atexit_sleep_ms=0"}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -522,6 +528,16 @@ func TestStandalone(t *testing.T) {
 	}
 	if want := fmt.Sprintf("probe test pid %d\n", cmd.Process.Pid); body != want {
 		t.Errorf("standalone GET / = %q, want %q", body, want)
+	}
+	// SWITCHYARD_PPROF serves the plugin's profiles.
+	if res, err := http.Get("http://" + pprofAddr + "/debug/pprof/goroutine?debug=1"); err != nil {
+		t.Errorf("plugin pprof: %v", err)
+	} else {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(b), "goroutine profile:") {
+			t.Errorf("plugin pprof goroutine profile: %.200q", b)
+		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

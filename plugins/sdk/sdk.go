@@ -150,6 +150,9 @@ func Serve(p Plugin) {
 		fmt.Fprintf(os.Stderr, "switchyard plugin: %v\n", err)
 		os.Exit(1)
 	}
+	if addr := os.Getenv(PprofEnv); addr != "" {
+		startPprof(addr)
+	}
 	if addr := os.Getenv(StandaloneEnv); addr != "" && os.Getenv(MagicCookieKey) == "" {
 		os.Exit(serveStandalone(p, addr))
 	}
