@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -12,10 +13,18 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/plugins/proto"
+	"github.com/switchyard-dev/switchyard/plugins/sdk"
 )
 
 // DefaultStreams is how many Calls streams a Client opens when asked for 0.
 const DefaultStreams = 4
+
+// FramedSockets is how many framed calls sockets a plugin process is
+// passed (see proto.CallsFDsEnv). One: a single writer on each side then
+// gathers the most frames into each write. Measured with wrk here (50
+// connections, 2 cores), hello served 31-32k requests/s on one socket and
+// 25.7k on four.
+const FramedSockets = 1
 
 // Client speaks the plugin protocol to one plugin over a gRPC connection.
 // Describe and Configure are unary; calls are spread over a few long-lived
@@ -24,10 +33,12 @@ type Client struct {
 	plugin       proto.PluginClient
 	hostBrokerID uint32
 
-	mu      sync.Mutex
-	opened  bool               // Open was called; guarded by mu
-	streams []*callStream      // set once by Open; guarded by mu
-	cancel  context.CancelFunc // ends the streams; guarded by mu
+	mu          sync.Mutex
+	framedConns []net.Conn         // the kernel's ends of the framed calls sockets, until Open; guarded by mu
+	framed      bool               // Describe said the plugin serves them; guarded by mu
+	opened      bool               // Open was called; guarded by mu
+	streams     []*callStream      // set once by Open; guarded by mu
+	cancel      context.CancelFunc // ends the streams; guarded by mu
 
 	rr atomic.Uint32
 }
@@ -44,7 +55,18 @@ func (c *Client) Describe(ctx context.Context) (*proto.DescribeResponse, error) 
 	if err != nil {
 		return nil, fmt.Errorf("describe: %w", rpcError(err))
 	}
+	c.mu.Lock()
+	c.framed = d.GetFramedCalls()
+	c.mu.Unlock()
 	return d, nil
+}
+
+// setFramed gives the Client the kernel's ends of the framed calls sockets
+// passed to the plugin process; Open uses them if the plugin serves them.
+func (c *Client) setFramed(conns []net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.framedConns = conns
 }
 
 // Configure hands the plugin its settings. The host broker id is filled in.
@@ -75,18 +97,37 @@ func rpcError(err error) error {
 	}
 }
 
-// Open opens n Calls streams (DefaultStreams when n <= 0). Calls made before
-// Open fail with ErrUnavailable; Open may be called once.
+// Open opens n Calls streams (DefaultStreams when n <= 0). A plugin that
+// said in Describe that it serves the framed calls sockets the kernel
+// passed it gets its calls there instead, on as many streams as there are
+// sockets. Calls made before Open fail with ErrUnavailable; Open may be
+// called once.
 func (c *Client) Open(n int) error {
 	if n <= 0 {
 		n = DefaultStreams
 	}
 	c.mu.Lock()
-	opened := c.opened
-	c.opened = true
+	opened, framed, conns := c.opened, c.framed, c.framedConns
+	c.opened, c.framedConns = true, nil
 	c.mu.Unlock()
 	if opened {
 		return errors.New("open calls streams: already open")
+	}
+	if framed && len(conns) > 0 {
+		streams := make([]*callStream, 0, len(conns))
+		for _, conn := range conns {
+			fc := proto.NewFramedConn[*proto.Call, *proto.Reply](conn, sdk.MaxMessageSize, func() *proto.Reply { return new(proto.Reply) })
+			s := newCallStream(fc, func() { fc.Close() })
+			go s.read()
+			streams = append(streams, s)
+		}
+		c.mu.Lock()
+		c.streams = streams
+		c.mu.Unlock()
+		return nil
+	}
+	for _, conn := range conns {
+		conn.Close()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	streams := make([]*callStream, 0, n)
@@ -101,7 +142,7 @@ func (c *Client) Open(n int) error {
 			}
 			return fmt.Errorf("open calls stream: %w", rpcError(err))
 		}
-		s := newCallStream(st, abort)
+		s := newCallStream(st, func() { abort() })
 		go s.read()
 		streams = append(streams, s)
 	}
@@ -170,10 +211,17 @@ func (c *Client) Drain(ctx context.Context) error {
 // the stream readers to exit.
 func (c *Client) Close() {
 	c.mu.Lock()
-	streams, cancel := c.streams, c.cancel
+	streams, cancel, conns := c.streams, c.cancel, c.framedConns
+	c.framedConns = nil
 	c.mu.Unlock()
+	for _, conn := range conns {
+		conn.Close()
+	}
 	if cancel != nil {
 		cancel()
+	}
+	for _, s := range streams {
+		s.abort()
 	}
 	for _, s := range streams {
 		<-s.done

@@ -50,8 +50,8 @@ const maxSendBlock = 3 * time.Second
 // stream. A broken stream (the process died, Client.Close cancelled it, or
 // the plugin stopped reading) fails every call in flight with ErrUnavailable.
 type callStream struct {
-	stream proto.Plugin_CallsClient
-	abort  context.CancelFunc // cancels the gRPC stream
+	stream callsConn
+	abort  func() // breaks the stream: cancels the gRPC stream, or closes the framed connection
 
 	// sendLock admits one sender at a time on the gRPC stream; a channel, so
 	// that a caller can stop waiting for its turn. Holding it also orders id
@@ -70,7 +70,15 @@ type callStream struct {
 	done chan struct{} // closed when the reader has exited
 }
 
-func newCallStream(stream proto.Plugin_CallsClient, abort context.CancelFunc) *callStream {
+// callsConn is what a callStream sends calls on: a gRPC Calls stream, or a
+// framed connection (proto.FramedConn).
+type callsConn interface {
+	Send(*proto.Call) error
+	Recv() (*proto.Reply, error)
+	CloseSend() error
+}
+
+func newCallStream(stream callsConn, abort func()) *callStream {
 	return &callStream{
 		stream:   stream,
 		abort:    abort,

@@ -88,7 +88,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 			socketDir = dir
 			mu.Unlock()
 			env := append(append([]string(nil), spec.Env...), cmd.Env...)
-			pr, err := newProcRunner(spec.Path, spec.SHA256, spec.Dir, spec.Args, env)
+			pr, err := newProcRunner(spec.Path, spec.SHA256, spec.Dir, spec.Args, env, FramedSockets)
 			if err != nil {
 				return nil, err
 			}
@@ -133,6 +133,9 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 		// go-plugin's Kill does nothing for a process that never started,
 		// and only then leaves its socket directory behind.
 		killGoPlugin(gp, pr)
+		if pr != nil {
+			pr.closeCalls()
+		}
 		hp.wg.Wait()
 		if dir != "" {
 			_ = os.RemoveAll(dir)
@@ -148,6 +151,7 @@ func Start(ctx context.Context, spec Spec) (*Process, error) {
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
 	p.runner = pr
+	p.Client.setFramed(pr.takeCalls())
 	p.socketDir = dir
 	p.hostWG = hp.wg
 	return p, nil

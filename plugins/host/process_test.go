@@ -25,9 +25,11 @@ import (
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/miekg/dns"
 
 	"github.com/switchyard-dev/switchyard/internal/testbin"
 	"github.com/switchyard-dev/switchyard/internal/testutil"
+
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -502,8 +504,15 @@ func TestStandalone(t *testing.T) {
 	}
 	pprofAddr := pl.Addr().String()
 	pl.Close()
+	dl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsAddr := dl.LocalAddr().String()
+	dl.Close()
 	cmd := exec.Command(bins.probe)
-	cmd.Env = []string{"SWITCHYARD_STANDALONE=" + addr, "SWITCHYARD_PPROF=" + pprofAddr, "GORACE=atexit_sleep_ms=0"}
+	cmd.Env = []string{"SWITCHYARD_STANDALONE=" + addr, "SWITCHYARD_STANDALONE_DNS=" + dnsAddr,
+		"SWITCHYARD_PPROF=" + pprofAddr, "GORACE=atexit_sleep_ms=0"}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -528,6 +537,18 @@ func TestStandalone(t *testing.T) {
 	}
 	if want := fmt.Sprintf("probe test pid %d\n", cmd.Process.Pid); body != want {
 		t.Errorf("standalone GET / = %q, want %q", body, want)
+	}
+	// SWITCHYARD_STANDALONE_DNS serves its DNS handler, on UDP and TCP.
+	for _, network := range []string{"udp", "tcp"} {
+		q := new(dns.Msg).SetQuestion("anything.example.", dns.TypeTXT)
+		in, _, err := (&dns.Client{Net: network, Timeout: 5 * time.Second}).Exchange(q, dnsAddr)
+		if err != nil {
+			t.Errorf("standalone DNS over %s: %v", network, err)
+			continue
+		}
+		if len(in.Answer) != 1 || !strings.Contains(in.Answer[0].String(), "probe test") {
+			t.Errorf("standalone DNS over %s answered %v", network, in.Answer)
+		}
 	}
 	// SWITCHYARD_PPROF serves the plugin's profiles.
 	if res, err := http.Get("http://" + pprofAddr + "/debug/pprof/goroutine?debug=1"); err != nil {

@@ -7,15 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
+
+	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
 // procRunner is go-plugin's runner for one plugin process. It differs from
@@ -40,13 +44,29 @@ type procRunner struct {
 
 	waited  chan struct{} // closed when the process has been reaped
 	waitErr error         // set before waited is closed
+
+	// calls are the kernel's ends of the framed calls sockets, for the
+	// Client; childCalls the plugin's, closed here once it has them.
+	calls      []net.Conn
+	childCalls []*os.File
 }
 
 var _ runner.Runner = (*procRunner)(nil)
 
-func newProcRunner(path, sum, dir string, args, env []string) (*procRunner, error) {
+// newProcRunner prepares the process, with calls framed calls sockets
+// passed to it (see proto.CallsFDsEnv).
+func newProcRunner(path, sum, dir string, args, env []string, calls int) (*procRunner, error) {
 	cmd := exec.Command(path, args...)
-	cmd.Env = env
+	hostEnds, childEnds, err := callsSockets(calls)
+	if err != nil {
+		return nil, fmt.Errorf("calls sockets: %w", err)
+	}
+	fds := make([]string, len(childEnds))
+	for i := range childEnds {
+		fds[i] = strconv.Itoa(3 + i)
+	}
+	cmd.ExtraFiles = childEnds
+	cmd.Env = append(env, proto.CallsFDsEnv+"="+strings.Join(fds, ","))
 	cmd.Dir = dir
 	if dir == "" {
 		cmd.Dir = "/"
@@ -55,22 +75,77 @@ func newProcRunner(path, sum, dir string, args, env []string) (*procRunner, erro
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
 	}
-	stdout, err := cmd.StdoutPipe()
+	r := &procRunner{
+		path:       path,
+		sha256:     sum,
+		cmd:        cmd,
+		waited:     make(chan struct{}),
+		calls:      hostEnds,
+		childCalls: childEnds,
+	}
+	if r.stdout, err = cmd.StdoutPipe(); err == nil {
+		r.stderr, err = cmd.StderrPipe()
+	}
 	if err != nil {
+		r.closeChildCalls()
+		r.closeCalls()
 		return nil, err
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
+	return r, nil
+}
+
+// callsSockets makes n socket pairs: the kernel's ends as connections, the
+// plugin's as files to pass it.
+func callsSockets(n int) (host []net.Conn, child []*os.File, err error) {
+	defer func() {
+		if err != nil {
+			for _, c := range host {
+				c.Close()
+			}
+			for _, f := range child {
+				f.Close()
+			}
+			host, child = nil, nil
+		}
+	}()
+	for i := range n {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return host, child, err
+		}
+		child = append(child, os.NewFile(uintptr(fds[1]), fmt.Sprintf("calls-%d", i)))
+		f := os.NewFile(uintptr(fds[0]), fmt.Sprintf("calls-%d", i))
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return host, child, err
+		}
+		host = append(host, c)
 	}
-	return &procRunner{
-		path:   path,
-		sha256: sum,
-		cmd:    cmd,
-		stdout: stdout,
-		stderr: stderr,
-		waited: make(chan struct{}),
-	}, nil
+	return host, child, nil
+}
+
+// closeChildCalls closes this process's copies of the plugin's ends.
+func (r *procRunner) closeChildCalls() {
+	for _, f := range r.childCalls {
+		f.Close()
+	}
+	r.childCalls = nil
+}
+
+// takeCalls hands the kernel's ends to the caller.
+func (r *procRunner) takeCalls() []net.Conn {
+	cs := r.calls
+	r.calls = nil
+	return cs
+}
+
+// closeCalls closes the kernel's ends, when no Client took them.
+func (r *procRunner) closeCalls() {
+	for _, c := range r.calls {
+		c.Close()
+	}
+	r.calls = nil
 }
 
 func (r *procRunner) Start(context.Context) error {
@@ -91,8 +166,11 @@ func (r *procRunner) Start(context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.killed {
+		r.closeChildCalls()
 		return errors.New("start cancelled")
 	}
+	// The plugin has its copies once started; a failed start needs none.
+	defer r.closeChildCalls()
 	errc := make(chan error, 1)
 	go func() {
 		// Never unlocked: when this goroutine returns, its thread exits,

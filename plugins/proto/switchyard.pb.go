@@ -142,6 +142,10 @@ type DescribeResponse struct {
 	// answered (the plugin crashed, timed out or is restarting), e.g. SMTP's
 	// "451 4.3.0 ...". Empty sends nothing.
 	LineFailReply string `protobuf:"bytes,5,opt,name=line_fail_reply,json=lineFailReply,proto3" json:"line_fail_reply,omitempty"`
+	// The plugin serves calls on the sockets the kernel passed it (see
+	// CallsFDsEnv in package proto), framed as FramedConn does, instead of on
+	// Calls streams.
+	FramedCalls   bool `protobuf:"varint,6,opt,name=framed_calls,json=framedCalls,proto3" json:"framed_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,6 +213,13 @@ func (x *DescribeResponse) GetLineFailReply() string {
 		return x.LineFailReply
 	}
 	return ""
+}
+
+func (x *DescribeResponse) GetFramedCalls() bool {
+	if x != nil {
+		return x.FramedCalls
+	}
+	return false
 }
 
 type ConfigureRequest struct {
@@ -2723,13 +2734,14 @@ var File_switchyard_proto protoreflect.FileDescriptor
 const file_switchyard_proto_rawDesc = "" +
 	"\n" +
 	"\x10switchyard.proto\x12\x14switchyard.plugin.v1\"\x11\n" +
-	"\x0fDescribeRequest\"\xa9\x01\n" +
+	"\x0fDescribeRequest\"\xcc\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1c\n" +
 	"\tprotocols\x18\x03 \x03(\tR\tprotocols\x12!\n" +
 	"\fsdk_protocol\x18\x04 \x01(\rR\vsdkProtocol\x12&\n" +
-	"\x0fline_fail_reply\x18\x05 \x01(\tR\rlineFailReply\"\xec\x01\n" +
+	"\x0fline_fail_reply\x18\x05 \x01(\tR\rlineFailReply\x12!\n" +
+	"\fframed_calls\x18\x06 \x01(\bR\vframedCalls\"\xec\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x1e\n" +
 	"\n" +

@@ -14,7 +14,7 @@ import (
 // a goroutine per call, and serialises replies onto the stream.
 type callStream struct {
 	svc    *service
-	stream proto.Plugin_CallsServer
+	stream callsStream
 	ctx    context.Context // cancelled when the stream ends
 	cancel context.CancelFunc
 
@@ -27,8 +27,16 @@ type callStream struct {
 	workers *pool          // the goroutines calls run on
 }
 
-func newCallStream(svc *service, stream proto.Plugin_CallsServer) *callStream {
-	ctx, cancel := context.WithCancel(stream.Context())
+// callsStream is what calls arrive on: a gRPC Calls stream, or a framed
+// connection the kernel passed the process (see proto.CallsFDsEnv).
+type callsStream interface {
+	Send(*proto.Reply) error
+	Recv() (*proto.Call, error)
+}
+
+// newCallStream serves stream; parent ends with the stream.
+func newCallStream(svc *service, stream callsStream, parent context.Context) *callStream {
+	ctx, cancel := context.WithCancel(parent)
 	return &callStream{
 		svc:     svc,
 		stream:  stream,
@@ -169,7 +177,8 @@ func (s *callStream) startSingle(id uint64, timeoutNS int64, serve func(*call) (
 	})
 }
 
-// send writes one reply frame. gRPC streams allow one sender at a time.
+// send writes one reply frame. gRPC streams allow one sender at a time (a
+// framed connection would not need the lock, but takes it cheaply).
 func (s *callStream) send(r *proto.Reply) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
 
@@ -153,10 +154,10 @@ func Serve(p Plugin) {
 	if addr := os.Getenv(PprofEnv); addr != "" {
 		startPprof(addr)
 	}
-	if addr := os.Getenv(StandaloneEnv); addr != "" && os.Getenv(MagicCookieKey) == "" {
-		os.Exit(serveStandalone(p, addr))
+	if httpAddr, dnsAddr := os.Getenv(StandaloneEnv), os.Getenv(StandaloneDNSEnv); (httpAddr != "" || dnsAddr != "") && os.Getenv(MagicCookieKey) == "" {
+		os.Exit(serveStandalone(p, httpAddr, dnsAddr))
 	}
-	g := &grpcPlugin{plugin: p}
+	g := &grpcPlugin{plugin: p, calls: inheritedCalls()}
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: Handshake(),
 		Plugins: goplugin.PluginSet{
@@ -228,7 +229,8 @@ func (p Plugin) protocols() []string {
 type grpcPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
 	plugin Plugin
-	svc    *service // set by GRPCServer, before any call arrives
+	calls  []net.Conn // framed calls connections from the kernel
+	svc    *service   // set by GRPCServer, before any call arrives
 }
 
 var _ goplugin.GRPCPlugin = (*grpcPlugin)(nil)
@@ -239,6 +241,12 @@ func (g *grpcPlugin) GRPCServer(broker *goplugin.GRPCBroker, s *grpc.Server) err
 			grpc.MaxCallRecvMsgSize(MaxMessageSize),
 			grpc.MaxCallSendMsgSize(MaxMessageSize)))
 	}).(*service)
+	g.svc.framed = len(g.calls) > 0
+	// The process's life bounds these: the kernel closes its ends when it
+	// drains or stops the plugin.
+	for _, c := range g.calls {
+		go g.svc.serveFramed(c)
+	}
 	proto.RegisterPluginServer(s, g.svc)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type service struct {
 	dial   HostDialer
 
 	sessions sessions // line sessions' state as this process last left it
+	framed   bool     // calls also come on framed connections; set before serving
 
 	// described is set once the kernel has asked Describe: from then on
 	// the process is a working plugin, and its end is a clean one.
@@ -55,6 +57,7 @@ func (s *service) Describe(context.Context, *proto.DescribeRequest) (*proto.Desc
 		Protocols:     s.plugin.protocols(),
 		SdkProtocol:   SDKProtocol,
 		LineFailReply: s.plugin.LineFailReply,
+		FramedCalls:   s.framed,
 	}, nil
 }
 
@@ -131,8 +134,22 @@ func callConfigure(ctx context.Context, f func(context.Context, Config) error, c
 }
 
 func (s *service) Calls(stream proto.Plugin_CallsServer) error {
-	c := newCallStream(s, stream)
+	c := newCallStream(s, stream, stream.Context())
 	return c.run()
+}
+
+// serveFramed serves calls on a framed connection the kernel passed the
+// process, until the kernel closes its side, then sends what is left and
+// closes it.
+func (s *service) serveFramed(conn net.Conn) {
+	fc := proto.NewFramedConn[*proto.Reply, *proto.Call](conn, MaxMessageSize, func() *proto.Call { return new(proto.Call) })
+	c := newCallStream(s, fc, context.Background())
+	if err := c.run(); err != nil {
+		// The kernel went away or broke the connection: nothing to flush.
+		_ = fc.Close()
+		return
+	}
+	_ = fc.Finish()
 }
 
 // logPanic reports a recovered handler panic into the kernel's log.
