@@ -45,9 +45,10 @@ func idOf(fi os.FileInfo) fileID {
 }
 
 // checkExecutable says whether f, opened from path, is a complete
-// executable for this machine: a regular file with an execute bit that
-// debug/elf can parse (a file still being written usually cannot: Go puts
-// the section headers at the end).
+// executable for this machine: a regular file with an execute bit that is
+// either a script whose "#!" interpreter exists (see checkScript) or an ELF
+// file that debug/elf can parse (a file still being written usually cannot:
+// Go puts the section headers at the end).
 func checkExecutable(path string, f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
@@ -58,6 +59,10 @@ func checkExecutable(path string, f *os.File) error {
 	}
 	if fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%s: %w: no execute permission", path, ErrNotExecutable)
+	}
+	var magic [2]byte
+	if n, _ := f.ReadAt(magic[:], 0); n == 2 && string(magic[:]) == "#!" {
+		return checkScript(path, f)
 	}
 	ef, err := elf.NewFile(f)
 	if err != nil {
@@ -75,6 +80,44 @@ func checkExecutable(path string, f *os.File) error {
 		if s.Type != elf.SHT_NOBITS && s.Offset+s.FileSize > uint64(fi.Size()) {
 			return fmt.Errorf("%s: %w: truncated (section %s ends past the file)", path, ErrNotExecutable, s.Name)
 		}
+	}
+	return nil
+}
+
+// maxShebang is how much of a script's first line Linux reads to find its
+// interpreter (BINPRM_BUF_SIZE).
+const maxShebang = 256
+
+// checkScript checks a file that starts with "#!": its first line must be
+// complete and name an absolute path to an executable regular file, which
+// the kernel then runs with the script. A script has no structure that shows
+// it was cut short, so its completeness rests on the watcher's check that
+// size, mtime and inode stayed put; a first line still being written is
+// caught here.
+func checkScript(path string, f *os.File) error {
+	buf := make([]byte, maxShebang)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	line, _, ok := strings.Cut(string(buf[:n]), "\n")
+	if !ok {
+		return fmt.Errorf("%s: %w: script's #! line is unfinished or longer than %d bytes", path, ErrNotExecutable, maxShebang)
+	}
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(fields) == 0 {
+		return fmt.Errorf("%s: %w: script's #! line names no interpreter", path, ErrNotExecutable)
+	}
+	interp := fields[0]
+	if !filepath.IsAbs(interp) {
+		return fmt.Errorf("%s: %w: script's interpreter %q is not an absolute path", path, ErrNotExecutable, interp)
+	}
+	ifi, err := os.Stat(interp)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w: script's interpreter: %v", path, ErrNotExecutable, err)
+	case !ifi.Mode().IsRegular() || ifi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s: %w: script's interpreter %s is not an executable file", path, ErrNotExecutable, interp)
 	}
 	return nil
 }

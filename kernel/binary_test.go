@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -26,11 +27,16 @@ func TestSnapshot(t *testing.T) {
 		return p
 	}
 	bad := map[string]string{
-		"truncated":      write("truncated", full[:len(full)*3/4], 0o755),
-		"not executable": write("noexec", full, 0o644),
-		"script":         write("script", []byte("#!/bin/sh\n"), 0o755),
-		"empty":          write("empty", nil, 0o755),
-		"directory":      dir,
+		"truncated":                         write("truncated", full[:len(full)*3/4], 0o755),
+		"not executable":                    write("noexec", full, 0o644),
+		"empty":                             write("empty", nil, 0o755),
+		"directory":                         dir,
+		"script not executable":             write("noexec.sh", []byte("#!/bin/sh\n"), 0o644),
+		"script unfinished #!":              write("cut.sh", []byte("#!/bin/s"), 0o755),
+		"script #! too long":                write("long.sh", []byte("#!/bin/sh "+strings.Repeat("x", maxShebang)+"\n"), 0o755),
+		"script no interpreter":             write("bare.sh", []byte("#!\necho hi\n"), 0o755),
+		"script relative":                   write("rel.sh", []byte("#!sh\n"), 0o755),
+		"script interpreter is a directory": write("dir.sh", []byte("#!/tmp\n"), 0o755),
 	}
 	for name, p := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -70,4 +76,49 @@ func TestSnapshot(t *testing.T) {
 	if ents, _ := os.ReadDir(snaps); len(ents) != 0 {
 		t.Errorf("after gc of everything: %v", ents)
 	}
+}
+
+// TestSnapshotScript: an executable script whose #! interpreter exists is a
+// plugin like an ELF binary; one whose interpreter is missing is refused
+// with an error that names the interpreter.
+func TestSnapshotScript(t *testing.T) {
+	dir := t.TempDir()
+	snaps := filepath.Join(dir, "snaps")
+	if err := os.Mkdir(snaps, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{
+		"sh":       "#!/bin/sh\nexec true\n",
+		"with arg": "#! /bin/sh -e\nexec true\n",
+		"env":      "#!/usr/bin/env python3\nprint()\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+			if err := os.WriteFile(p, []byte(text), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			b, err := snapshot(p, snaps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(b.path)
+			if err != nil || string(got) != text {
+				t.Fatalf("snapshot holds %q, %v; want %q", got, err, text)
+			}
+		})
+	}
+	t.Run("missing interpreter", func(t *testing.T) {
+		missing := filepath.Join(dir, "no-such-python")
+		p := filepath.Join(dir, "missing")
+		if err := os.WriteFile(p, []byte("#!"+missing+"\nprint()\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_, err := snapshot(p, snaps)
+		if !errors.Is(err, ErrNotExecutable) {
+			t.Fatalf("snapshot = %v, want ErrNotExecutable", err)
+		}
+		if !strings.Contains(err.Error(), "interpreter") || !strings.Contains(err.Error(), missing) {
+			t.Errorf("error %q does not say that the interpreter %s is missing", err, missing)
+		}
+	})
 }
