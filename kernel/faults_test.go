@@ -15,6 +15,18 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/testutil"
 )
 
+// installText installs an executable file holding text at dst by rename.
+func installText(t *testing.T, dst, text string) {
+	t.Helper()
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, []byte(text), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBrokenReplacement replaces a serving plugin with executables that
 // cannot serve. Each leaves the old version serving and sets last_error;
 // the next good executable swaps in.
@@ -26,14 +38,14 @@ func TestBrokenReplacement(t *testing.T) {
 		errText string
 	}{
 		{"text file", func(t *testing.T, dst string) {
-			tmp := dst + ".new"
-			if err := os.WriteFile(tmp, []byte("#!/bin/sh\necho not a plugin\n"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(tmp, dst); err != nil {
-				t.Fatal(err)
-			}
+			installText(t, dst, "echo not a plugin\n")
 		}, "not a complete executable"},
+		{"script with a missing interpreter", func(t *testing.T, dst string) {
+			installText(t, dst, "#!/nonexistent/python3\nprint()\n")
+		}, "interpreter"},
+		{"script that is no plugin", func(t *testing.T, dst string) {
+			installText(t, dst, "#!/bin/sh\necho not a plugin\n")
+		}, "Unrecognized remote plugin message"},
 		{"truncated executable", func(t *testing.T, dst string) {
 			b, err := os.ReadFile(bin["v2"])
 			if err != nil {
