@@ -20,8 +20,10 @@ sys.dont_write_bytecode = True  # leave no __pycache__ beside the modules
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -178,9 +180,6 @@ class Body:
             self._more.clear()
             await self._more.wait()
 
-    async def read(self):
-        return b"".join([c async for c in self.chunks()])
-
 
 class Call:
     """One call in flight: its credit for response body bytes, and its
@@ -275,6 +274,11 @@ class CallStream:
             pass
         except StreamBroken as e:
             self.plugin.log(DEBUG, "call ended with its stream", error=str(e))
+        except Exception as e:  # a fault of the plugin's own: end the call
+            self.plugin.log(ERROR, "call failed", uri=req.uri, error=repr(e),
+                            traceback=traceback.format_exc())
+            with contextlib.suppress(StreamBroken):
+                await self.send(failure(c.id, "plugin error"))
         finally:
             del self.calls[c.id]
 
@@ -398,7 +402,12 @@ class Plugin:
     def spawn(self, coro):
         t = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(t)
-        t.add_done_callback(self.tasks.discard)
+        t.add_done_callback(self.reap)
+
+    def reap(self, t):
+        self.tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log_stderr(DEBUG, "background task failed", {"error": repr(t.exception())})
 
     def handlers(self):
         def unary(fn, req, resp):
@@ -574,7 +583,6 @@ async def serve():
     try:
         group = os.environ.get("PLUGIN_UNIX_SOCKET_GROUP")
         if group:
-            import shutil
             shutil.chown(path, group=int(group) if group.isdigit() else group)
             os.chmod(path, 0o660)
         # CORE-PROTOCOL-VERSION|APP-PROTOCOL-VERSION|NETWORK|ADDR|PROTOCOL|
