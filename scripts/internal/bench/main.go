@@ -58,7 +58,14 @@ type Results struct {
 	// SCGIRatio is nginx → kernel → plugin req/s over nginx → in-process
 	// responder req/s.
 	SCGIRatio float64    `json:"scgi_ratio,omitempty"`
-	Swap      SwapResult `json:"swap"`
+	// Bodies are probe's /big of 1 and 16 KiB, through the plugin and
+	// in-process.
+	Bodies []BodyResult `json:"bodies,omitempty"`
+	// DNS is dnsperf against zone through the kernel and in-process;
+	// DNSRatio the first's queries/s over the second's.
+	DNS      []DNSResult `json:"dns,omitempty"`
+	DNSRatio float64     `json:"dns_ratio,omitempty"`
+	Swap     SwapResult  `json:"swap"`
 	// Lines are the line-protocol measurements: round trips through probe
 	// against an in-process echo, SMTP through the smtp plugin against
 	// postfix's smtp-sink, and the kernel's memory per idle connection.
@@ -80,6 +87,13 @@ type WrkResult struct {
 	P99ms       float64 `json:"p99_ms"`
 	Requests    int64   `json:"requests"`
 	Errors      int64   `json:"errors"`
+}
+
+// BodyResult compares one body size through the plugin and in-process.
+type BodyResult struct {
+	Bytes int         `json:"bytes"`
+	Runs  []WrkResult `json:"runs"`
+	Ratio float64     `json:"ratio"`
 }
 
 // SwapResult times hot swaps.
@@ -158,9 +172,27 @@ func benchHTTP(res *Results, root, tmp string, duration time.Duration, conns, th
 	if err != nil {
 		return err
 	}
+	ports := make([]int, 4) // probe through the kernel and in-process; zone likewise
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
+			return err
+		}
+	}
+	probe, zone := filepath.Join(root, "bin", "plugins", "probe"), filepath.Join(root, "bin", "plugins", "zone")
+	zoneFile := filepath.Join(root, "bin", "example.zone")
 	cfg := fmt.Sprintf(`
 [plugins.hello]
 path = "plugins/hello"
+
+[plugins.probe]
+path = %q
+watch = false
+
+[plugins.zone]
+path = %q
+watch = false
+[plugins.zone.settings]
+file = %q
 
 [[listeners]]
 name = "hello"
@@ -173,7 +205,19 @@ name = "hello-scgi"
 protocol = "scgi"
 address = "unix:%s"
 plugin = "hello"
-`, kport, filepath.Join(tmp, "k.sock"))
+
+[[listeners]]
+name = "probe"
+protocol = "http"
+address = "127.0.0.1:%d"
+plugin = "probe"
+
+[[listeners]]
+name = "zone"
+protocol = "dns"
+address = "127.0.0.1:%d"
+plugin = "zone"
+`, probe, zone, zoneFile, kport, filepath.Join(tmp, "k.sock"), ports[0], ports[2])
 	if err := os.WriteFile(filepath.Join(tmp, "bench.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -204,6 +248,24 @@ plugin = "hello"
 		_ = base.Wait()
 	}()
 
+	// The in-process baselines of the body and DNS runs: probe and zone
+	// serving their handlers themselves.
+	for _, b := range []struct{ bin, env, settings string }{
+		{probe, fmt.Sprintf("SWITCHYARD_STANDALONE=127.0.0.1:%d", ports[1]), "{}"},
+		{zone, fmt.Sprintf("SWITCHYARD_STANDALONE_DNS=127.0.0.1:%d", ports[3]), fmt.Sprintf(`{"file":%q}`, zoneFile)},
+	} {
+		cmd := exec.CommandContext(ctx, b.bin)
+		cmd.Env = append(os.Environ(), b.env, "SWITCHYARD_SETTINGS="+b.settings)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() {
+			cancel()
+			_ = cmd.Wait()
+		}()
+	}
+
 	kurl := fmt.Sprintf("http://127.0.0.1:%d/", kport)
 	burl := fmt.Sprintf("http://127.0.0.1:%d/", bport)
 	for _, u := range []string{kurl, burl} {
@@ -233,6 +295,51 @@ plugin = "hello"
 		return err
 	}
 	res.SCGIRatio = res.SCGI[0].RequestsSec / res.SCGI[1].RequestsSec
+
+	// Bodies of 1 and 16 KiB: probe's /big through the kernel and in-process.
+	for _, n := range []int{1 << 10, 16 << 10} {
+		urls := []string{
+			fmt.Sprintf("http://127.0.0.1:%d/big?bytes=%d", ports[0], n),
+			fmt.Sprintf("http://127.0.0.1:%d/big?bytes=%d", ports[1], n),
+		}
+		var runs [2]WrkResult
+		for i, u := range urls {
+			if err := waitAnswer(u, "0123456789abcdef", 30*time.Second); err != nil {
+				return err
+			}
+			if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
+				return err
+			}
+			name := fmt.Sprintf("probe %d KiB body through the plugin", n>>10)
+			if i == 1 {
+				name = fmt.Sprintf("probe %d KiB body in-process (net/http)", n>>10)
+			}
+			if runs[i], err = wrk(u, name, duration, conns, threads); err != nil {
+				return err
+			}
+		}
+		res.Bodies = append(res.Bodies, BodyResult{Bytes: n, Runs: runs[:], Ratio: runs[0].RequestsSec / runs[1].RequestsSec})
+	}
+
+	// DNS: zone through the kernel against zone in-process with miekg/dns.
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		return errors.New("dnsperf is not installed (Debian: apt-get install dnsperf)")
+	}
+	for i, port := range []int{ports[2], ports[3]} {
+		if err := waitDNS(port, 30*time.Second); err != nil {
+			return err
+		}
+		name := "zone through the plugin"
+		if i == 1 {
+			name = "zone in-process (miekg/dns)"
+		}
+		r, err := dnsperf(tmp, port, name, duration)
+		if err != nil {
+			return err
+		}
+		res.DNS = append(res.DNS, r)
+	}
+	res.DNSRatio = res.DNS[0].QPS / res.DNS[1].QPS
 
 	versions := []string{"bench-b", "bench-a"}
 	for i := range swaps {
@@ -285,8 +392,26 @@ func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
 	for _, h := range r.SCGI {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%.2fms\t%d\t%d\n", h.Name, h.RequestsSec, h.P50ms, h.P99ms, h.Requests, h.Errors)
 	}
+	for _, b := range r.Bodies {
+		for _, h := range b.Runs {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%.2fms\t%d\t%d\n", h.Name, h.RequestsSec, h.P50ms, h.P99ms, h.Requests, h.Errors)
+		}
+	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nratio HTTP plugin/in-process: %.2f\n", r.Ratio)
+	fmt.Fprintf(w, "\nratio HTTP plugin/in-process: %.2f (p99 %.2fms vs %.2fms)\n", r.Ratio, r.HTTP[0].P99ms, r.HTTP[1].P99ms)
+	for _, b := range r.Bodies {
+		fmt.Fprintf(w, "ratio HTTP %d KiB body plugin/in-process: %.2f (p99 %.2fms vs %.2fms)\n", b.Bytes>>10, b.Ratio, b.Runs[0].P99ms, b.Runs[1].P99ms)
+	}
+	if len(r.DNS) > 0 {
+		fmt.Fprintf(w, "\ndnsperf: UDP, 4 clients, 200 outstanding queries, %v per run\n", d)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RUN\tQUERIES/S\tAVG LATENCY\tCOMPLETED\tLOST")
+		for _, q := range r.DNS {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%d\t%d\n", q.Name, q.QPS, q.AvgLatency, q.Completed, q.Lost)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "ratio DNS plugin/in-process: %.2f\n\n", r.DNSRatio)
+	}
 	fmt.Fprintf(w, "ratio SCGI nginx→kernel→plugin / nginx→in-process responder: %.2f\n", r.SCGIRatio)
 	fmt.Fprintf(w, "swap (rename to new version answering), %d swaps: median %.0fms, max %.0fms\n",
 		r.Swap.Count, r.Swap.MedianMS, r.Swap.MaxMS)
