@@ -57,7 +57,7 @@ type Results struct {
 	SCGI    []WrkResult `json:"scgi,omitempty"`
 	// SCGIRatio is nginx → kernel → plugin req/s over nginx → in-process
 	// responder req/s.
-	SCGIRatio float64    `json:"scgi_ratio,omitempty"`
+	SCGIRatio float64 `json:"scgi_ratio,omitempty"`
 	// Bodies are probe's /big of 1 and 16 KiB, through the plugin and
 	// in-process.
 	Bodies []BodyResult `json:"bodies,omitempty"`
