@@ -19,9 +19,9 @@
 //	config.toml:14:1: listener "web": plugin "helo" is not defined
 //
 // A Config returned without error is complete and consistent; the kernel
-// never needs to check or default a field again. Protocols and timers that
-// this build does not serve yet are rejected (see supportedProtocols and
-// timersSupported in validate.go).
+// never needs to check or default a field again. Protocols that this build
+// does not serve yet are rejected (see supportedProtocols in validate.go).
+// docs/config.md documents every key; a test keeps it in step with Config.
 //
 // Default returns the configuration embedded in the binary (default.toml in
 // this package), which serves the bundled plugins on loopback so that
