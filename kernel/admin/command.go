@@ -132,7 +132,7 @@ func quoteShort(s string) string {
 
 // Parse reads one command line (without its newline):
 //
-//	status | plugins | listeners | conns [LISTENER] | reload PLUGIN | reload-config
+//	status | plugins | listeners | conns [LISTENER] | timers | reload PLUGIN | reload-config
 //	state get KEY | state put KEY VALUE | state del KEY | state list [PREFIX]
 //	shutdown | upgrade | log-level LEVEL
 //
