@@ -116,7 +116,7 @@ func (c *Client) Open(n int) error {
 	if framed && len(conns) > 0 {
 		streams := make([]*callStream, 0, len(conns))
 		for _, conn := range conns {
-			fc := proto.NewFramedConn[*proto.Call, *proto.Reply](conn, sdk.MaxMessageSize, func() *proto.Reply { return new(proto.Reply) })
+			fc := proto.NewFramedConn[*proto.Call, *proto.Reply](conn, sdk.MaxMessageSize, maxSendBlock, func() *proto.Reply { return new(proto.Reply) })
 			s := newCallStream(fc, func() { fc.Close() })
 			go s.read()
 			streams = append(streams, s)

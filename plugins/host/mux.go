@@ -55,11 +55,14 @@ type callStream struct {
 
 	// sendLock admits one sender at a time on the gRPC stream; a channel, so
 	// that a caller can stop waiting for its turn. Holding it also orders id
-	// allocation, so ids go out on the wire in increasing order.
-	sendLock chan struct{}
-	sent     bool          // CloseSend was called; guarded by sendLock
-	sendSeq  uint64        // numbers the sends; guarded by sendLock
-	sending  atomic.Uint64 // the send in progress, by number, or 0
+	// allocation, so ids go out on the wire in increasing order (the SDK
+	// does not rely on that). A stream whose conn takes concurrent sends
+	// (concurrent) does without it.
+	sendLock   chan struct{}
+	concurrent bool
+	sent       bool          // CloseSend was called; guarded by sendLock
+	sendSeq    uint64        // numbers the sends; guarded by sendLock
+	sending    atomic.Uint64 // the send in progress, by number, or 0
 
 	mu       sync.Mutex
 	calls    map[uint64]*pending // guarded by mu
@@ -78,24 +81,38 @@ type callsConn interface {
 	CloseSend() error
 }
 
+// concurrentConn is a callsConn that takes sends from many goroutines at
+// once and bounds a blocked send itself (proto.FramedConn, whose writer
+// breaks the connection when a write blocks for its stall timeout).
+type concurrentConn interface {
+	callsConn
+	ConcurrentSend()
+}
+
 func newCallStream(stream callsConn, abort func()) *callStream {
+	_, concurrent := stream.(concurrentConn)
 	return &callStream{
-		stream:   stream,
-		abort:    abort,
-		sendLock: make(chan struct{}, 1),
-		calls:    make(map[uint64]*pending),
-		done:     make(chan struct{}),
+		stream:     stream,
+		abort:      abort,
+		sendLock:   make(chan struct{}, 1),
+		concurrent: concurrent,
+		calls:      make(map[uint64]*pending),
+		done:       make(chan struct{}),
 	}
 }
 
-// read runs until the stream ends, with the stream's send watchdog; its
-// owner waits on done.
+// read runs until the stream ends, with the stream's send watchdog (for a
+// conn that does not bound its sends itself); its owner waits on done.
 func (s *callStream) read() {
 	stop, watched := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(watched)
-		s.watch(stop)
-	}()
+	if s.concurrent {
+		close(watched)
+	} else {
+		go func() {
+			defer close(watched)
+			s.watch(stop)
+		}()
+	}
 	defer func() {
 		close(stop)
 		<-watched
@@ -163,6 +180,9 @@ func (s *callStream) usable() bool {
 // lock waits for the stream's turn to send, until ctx is done or the stream
 // has ended.
 func (s *callStream) lock(ctx context.Context) error {
+	if s.concurrent {
+		return nil
+	}
 	select {
 	case s.sendLock <- struct{}{}:
 		return nil
@@ -175,11 +195,18 @@ func (s *callStream) lock(ctx context.Context) error {
 	}
 }
 
-func (s *callStream) unlock() { <-s.sendLock }
+func (s *callStream) unlock() {
+	if !s.concurrent {
+		<-s.sendLock
+	}
+}
 
 // sendLocked sends c; the caller holds sendLock. A Send that blocks for
 // maxSendBlock breaks the stream, which ends the Send.
 func (s *callStream) sendLocked(c *proto.Call) error {
+	if s.concurrent {
+		return s.stream.Send(c)
+	}
 	if s.sent {
 		return errors.New("calls stream closed for sending")
 	}
@@ -246,8 +273,12 @@ func (s *callStream) start(ctx context.Context, first *proto.Call) (*pending, er
 	s.mu.Unlock()
 	first.Id = p.id
 	if err := s.sendLocked(first); err != nil {
-		// The frame may or may not have reached the plugin: not ErrNotSent.
 		s.forget(p.id)
+		if s.concurrent {
+			// A concurrent conn refuses a frame whole, before queueing it.
+			return nil, fmt.Errorf("%w: %w: send: %v", ErrNotSent, ErrUnavailable, err)
+		}
+		// The frame may or may not have reached the plugin: not ErrNotSent.
 		return nil, fmt.Errorf("%w: send: %v", ErrUnavailable, err)
 	}
 	return p, nil
@@ -305,6 +336,10 @@ func (s *callStream) drain() {
 // stream once the calls it runs have answered. It is idempotent, and waits
 // for its turn at most as long as a stuck send can last.
 func (s *callStream) closeSend() {
+	if s.concurrent {
+		_ = s.stream.CloseSend()
+		return
+	}
 	if s.lock(context.Background()) != nil {
 		return // the stream has ended
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -42,6 +44,7 @@ var ErrFrameTooLarge = errors.New("proto: frame larger than the limit")
 type FramedConn[Out, In proto.Message] struct {
 	conn  net.Conn
 	max   int
+	stall time.Duration // a write blocked this long breaks the connection; 0: no bound
 	newIn func() In
 
 	r    *bufio.Reader
@@ -58,12 +61,15 @@ type FramedConn[Out, In proto.Message] struct {
 }
 
 // NewFramedConn starts a FramedConn on conn, taking it over. max bounds
-// the encoding of one message either way; newIn allocates a message for
-// Recv.
-func NewFramedConn[Out, In proto.Message](conn net.Conn, max int, newIn func() In) *FramedConn[Out, In] {
+// the encoding of one message either way. A write that blocks for stall
+// (the peer reads nothing: it is stopped or wedged) breaks the connection,
+// which ends every Send and Recv; 0 waits for ever. newIn allocates a
+// message for Recv.
+func NewFramedConn[Out, In proto.Message](conn net.Conn, max int, stall time.Duration, newIn func() In) *FramedConn[Out, In] {
 	c := &FramedConn[Out, In]{
 		conn:    conn,
 		max:     max,
+		stall:   stall,
 		newIn:   newIn,
 		r:       bufio.NewReaderSize(conn, 64<<10),
 		written: make(chan struct{}),
@@ -107,6 +113,10 @@ func (c *FramedConn[Out, In]) Send(m Out) error {
 	return nil
 }
 
+// ConcurrentSend marks FramedConn as taking Send from many goroutines at
+// once, each message whole.
+func (c *FramedConn[Out, In]) ConcurrentSend() {}
+
 // CloseSend tells the peer no more messages come, once those queued are
 // written: it shuts the socket down for writing, and the peer's Recv
 // returns io.EOF.
@@ -146,8 +156,16 @@ func (c *FramedConn[Out, In]) write() {
 		c.queued = spare[:0]
 		c.room.Broadcast()
 		c.mu.Unlock()
+		if c.stall > 0 {
+			_ = c.conn.SetWriteDeadline(time.Now().Add(c.stall))
+		}
 		if _, err := c.conn.Write(buf); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = fmt.Errorf("a write blocked for %v: the peer reads nothing", c.stall)
+			}
 			c.fail(fmt.Errorf("proto: framed write: %w", err))
+			// Recv ends too: the connection is of no more use.
+			_ = c.conn.Close()
 			return
 		}
 		// Keep the larger buffer, but not one a huge message grew.

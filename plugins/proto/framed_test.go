@@ -19,8 +19,8 @@ import (
 func pair(t *testing.T, max int) (*FramedConn[*Call, *Reply], *FramedConn[*Reply, *Call]) {
 	t.Helper()
 	a, b := socketPair(t)
-	ca := NewFramedConn[*Call, *Reply](a, max, func() *Reply { return new(Reply) })
-	cb := NewFramedConn[*Reply, *Call](b, max, func() *Call { return new(Call) })
+	ca := NewFramedConn[*Call, *Reply](a, max, 0, func() *Reply { return new(Reply) })
+	cb := NewFramedConn[*Reply, *Call](b, max, 0, func() *Call { return new(Call) })
 	t.Cleanup(func() {
 		ca.Close()
 		cb.Close()
@@ -147,7 +147,7 @@ func TestFramedBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw, peer := socketPair(t)
-			c := NewFramedConn[*Reply, *Call](peer, 1<<20, func() *Call { return new(Call) })
+			c := NewFramedConn[*Reply, *Call](peer, 1<<20, 0, func() *Call { return new(Call) })
 			defer c.Close()
 			if _, err := raw.Write(tc.wire); err != nil {
 				t.Fatal(err)
@@ -173,7 +173,7 @@ func TestFramedBadInput(t *testing.T) {
 func TestFramedPeerNotReading(t *testing.T) {
 	raw, peer := socketPair(t)
 	defer raw.Close()
-	c := NewFramedConn[*Reply, *Call](peer, 1<<20, func() *Call { return new(Call) })
+	c := NewFramedConn[*Reply, *Call](peer, 1<<20, 0, func() *Call { return new(Call) })
 	body := make([]byte, 64<<10)
 	blocked := make(chan error, 1)
 	go func() {
@@ -229,7 +229,7 @@ func FuzzFramedRecv(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, wire []byte) {
 		raw, peer := socketPairTB(t)
-		c := NewFramedConn[*Reply, *Call](peer, 4096, func() *Call { return new(Call) })
+		c := NewFramedConn[*Reply, *Call](peer, 4096, 0, func() *Call { return new(Call) })
 		wrote := make(chan struct{})
 		go func() {
 			defer close(wrote)
@@ -250,4 +250,24 @@ func FuzzFramedRecv(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFramedStall: a write that blocks for the stall timeout (the peer
+// reads nothing) breaks the connection: Send and Recv both end.
+func TestFramedStall(t *testing.T) {
+	raw, peer := socketPair(t)
+	defer raw.Close()
+	c := NewFramedConn[*Reply, *Call](peer, 1<<20, 200*time.Millisecond, func() *Call { return new(Call) })
+	defer c.Close()
+	body := make([]byte, 64<<10)
+	var err error
+	for err == nil {
+		err = c.Send(&Reply{Id: 1, Frame: &Reply_Body{Body: &Body{Data: body}}})
+	}
+	if !strings.Contains(err.Error(), "blocked for 200ms") {
+		t.Fatalf("Send after a stall: %v", err)
+	}
+	if _, err := c.Recv(); err == nil {
+		t.Fatal("Recv after a stall succeeded")
+	}
 }

@@ -142,7 +142,7 @@ func (s *service) Calls(stream proto.Plugin_CallsServer) error {
 // process, until the kernel closes its side, then sends what is left and
 // closes it.
 func (s *service) serveFramed(conn net.Conn) {
-	fc := proto.NewFramedConn[*proto.Reply, *proto.Call](conn, MaxMessageSize, func() *proto.Call { return new(proto.Call) })
+	fc := proto.NewFramedConn[*proto.Reply, *proto.Call](conn, MaxMessageSize, 0, func() *proto.Call { return new(proto.Call) })
 	c := newCallStream(s, fc, context.Background())
 	if err := c.run(); err != nil {
 		// The kernel went away or broke the connection: nothing to flush.
