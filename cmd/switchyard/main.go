@@ -2,6 +2,7 @@
 //
 //	switchyard serve [-config FILE] [-data DIR] [-socket PATH] [-log-format text|json] [-log-level LEVEL] [-print-config]
 //	switchyard ctl [-socket PATH] [-config FILE] [-json] [-timeout D] COMMAND [ARGS...]
+//	switchyard plugin new [-dir DIR] [-module PATH] [-switchyard CHECKOUT] NAME PROTOCOL[,PROTOCOL...]
 //	switchyard version
 //
 // This file holds flags only; the logic lives in package kernel.
@@ -33,6 +34,8 @@ func main() {
 		os.Exit(serve(os.Args[2:]))
 	case "ctl":
 		os.Exit(ctl(os.Args[2:]))
+	case "plugin":
+		os.Exit(plugin(os.Args[2:], os.Stdout, os.Stderr))
 	case "version", "-version", "--version":
 		fmt.Println("switchyard", fullVersion())
 	case "help", "-h", "-help", "--help":
@@ -48,6 +51,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   switchyard serve [-config FILE] [-data DIR] [-socket PATH] [-log-format text|json] [-log-level LEVEL] [-print-config]
   switchyard ctl [-socket PATH] [-config FILE] [-json] [-timeout D] COMMAND [ARGS...]
+  switchyard plugin new [-dir DIR] [-module PATH] [-switchyard CHECKOUT] NAME PROTOCOL[,PROTOCOL...]
   switchyard version
 
 ctl commands: status, plugins, listeners, conns [LISTENER], reload PLUGIN,
