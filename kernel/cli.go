@@ -54,22 +54,50 @@ type CtlOptions struct {
 // CtlSocket resolves the admin socket for ctl: -socket, $SWITCHYARD_SOCKET,
 // admin.socket of the -config file, then the default.
 func CtlSocket(o CtlOptions) (string, error) {
+	path, _, err := ctlSocket(o)
+	return path, err
+}
+
+// ctlSocket is CtlSocket, also returning the command that starts a kernel
+// answering there, for the error that says none does.
+func ctlSocket(o CtlOptions) (path, start string, err error) {
 	if o.Socket != "" {
-		return o.Socket, nil
+		return o.Socket, "switchyard serve -socket " + shellQuote(o.Socket), nil
 	}
 	if s := o.Getenv("SWITCHYARD_SOCKET"); s != "" {
-		return s, nil
+		return s, "switchyard serve", nil // which reads $SWITCHYARD_SOCKET too
 	}
+	start = "switchyard serve"
 	if o.ConfigPath != "" {
 		cfg, err := config.Load(o.ConfigPath)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
+		start += " -config " + shellQuote(o.ConfigPath)
 		if cfg.Admin.Socket != "" {
-			return cfg.Admin.Socket, nil
+			return cfg.Admin.Socket, start, nil
 		}
 	}
-	return admin.DefaultSocket(o.Getenv), nil
+	return admin.DefaultSocket(o.Getenv), start, nil
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@%=,", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// suggest makes an error that says no kernel answers suggest start.
+func suggest(err error, start string) error {
+	var nk *admin.NoKernelError
+	if errors.As(err, &nk) {
+		nk.Start = start
+	}
+	return err
 }
 
 // Ctl sends one admin command (args are its words) and prints the answer.
@@ -85,7 +113,7 @@ func Ctl(ctx context.Context, o CtlOptions, args []string, stdout, stderr io.Wri
 		fmt.Fprintf(stderr, "switchyard ctl: %v\n", err)
 		return 2
 	}
-	path, err := CtlSocket(o)
+	path, start, err := ctlSocket(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "switchyard ctl: %v\n", err)
 		return 1
@@ -97,7 +125,7 @@ func Ctl(ctx context.Context, o CtlOptions, args []string, stdout, stderr io.Wri
 	}
 	c, err := admin.Dial(ctx, path)
 	if err != nil {
-		fmt.Fprintf(stderr, "switchyard ctl: %v\n", err)
+		fmt.Fprintf(stderr, "switchyard ctl: %v\n", suggest(err, start))
 		return 1
 	}
 	defer c.Close()

@@ -33,8 +33,9 @@ type Client struct {
 }
 
 // Dial connects to the server at path. If nothing listens there, the error
-// says where it looked and how to start the daemon, and wraps the system
-// error (errors.Is(err, fs.ErrNotExist) or syscall.ECONNREFUSED).
+// is a *NoKernelError: it says where it looked and how to start the daemon,
+// and wraps the system error (errors.Is(err, fs.ErrNotExist) or
+// syscall.ECONNREFUSED).
 func Dial(ctx context.Context, path string) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -44,6 +45,27 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	return &Client{path: path, conn: conn, r: bufio.NewReader(conn)}, nil
 }
 
+// NoKernelError is Dial's error when no kernel answers at Path: there is no
+// socket there, or a stale one.
+type NoKernelError struct {
+	Path string
+	Err  error // the system error
+	// Start is the command the message suggests to start a kernel that
+	// answers at Path; "" means "switchyard serve". A caller that knows
+	// where Path came from (a flag, a configuration) sets it.
+	Start string
+}
+
+func (e *NoKernelError) Error() string {
+	start := e.Start
+	if start == "" {
+		start = "switchyard serve"
+	}
+	return fmt.Sprintf("no switchyard kernel answers at %s (%v); start one with %q", e.Path, e.Err, start)
+}
+
+func (e *NoKernelError) Unwrap() error { return e.Err }
+
 func dialError(path string, err error) error {
 	var cause error = err
 	var se *os.SyscallError
@@ -52,7 +74,7 @@ func dialError(path string, err error) error {
 	}
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("no switchyard kernel answers at %s (%w); start one with %q", path, cause, "switchyard serve")
+		return &NoKernelError{Path: path, Err: cause}
 	case errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("cannot reach the switchyard kernel at %s (%w); only the kernel's own user and root may", path, cause)
 	default:
