@@ -9,9 +9,9 @@ import (
 	"testing"
 )
 
-// TestCtlNoKernelSocket: with no kernel, ctl says where it looked, however
-// the socket was chosen, and gives the command that starts a kernel
-// answering there.
+// TestCtlNoKernelSocket: with no kernel, ctl and ctl watch say where they
+// looked, however the socket was chosen, and give the command that starts
+// a kernel answering there.
 func TestCtlNoKernelSocket(t *testing.T) {
 	bin := bins.Build(t, "switchyard", "./cmd/switchyard", "v1")
 	dir := t.TempDir()
@@ -40,7 +40,7 @@ func TestCtlNoKernelSocket(t *testing.T) {
 			filepath.Join(runtime, "switchyard", "admin.sock"), `"switchyard serve"`},
 		{"stale", []string{"-socket", stale}, nil, stale, `connection refused`},
 	} {
-		for _, command := range []string{"status"} {
+		for _, command := range []string{"status", "watch"} {
 			t.Run(tt.name+" "+command, func(t *testing.T) {
 				cmd := exec.Command(bin, append(append([]string{"ctl"}, tt.args...), command)...)
 				cmd.Env = testEnv(tt.env...)

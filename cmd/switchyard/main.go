@@ -2,6 +2,7 @@
 //
 //	switchyard serve [-config FILE] [-data DIR] [-socket PATH] [-log-format text|json] [-log-level LEVEL] [-print-config]
 //	switchyard ctl [-socket PATH] [-config FILE] [-json] [-timeout D] COMMAND [ARGS...]
+//	switchyard ctl [-socket PATH] [-config FILE] [-json] watch [-interval D] [-n COUNT] [-json]
 //	switchyard plugin new [-dir DIR] [-module PATH] [-switchyard CHECKOUT] NAME PROTOCOL[,PROTOCOL...]
 //	switchyard version
 //
@@ -15,10 +16,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/kernel"
+	"github.com/switchyard-dev/switchyard/kernel/admin"
 )
 
 // version is set at build time with -ldflags "-X main.version=V".
@@ -54,8 +58,10 @@ func usage(w io.Writer) {
   switchyard plugin new [-dir DIR] [-module PATH] [-switchyard CHECKOUT] NAME PROTOCOL[,PROTOCOL...]
   switchyard version
 
-ctl commands: status, plugins, listeners, conns [LISTENER], reload PLUGIN,
-reload-config, log-level LEVEL, shutdown
+ctl commands: status, plugins, listeners, conns [LISTENER], timers,
+reload PLUGIN, reload-config, state get|put|del|list, log-level LEVEL,
+shutdown, upgrade, and watch [-interval D] [-n COUNT] [-json]: the status,
+listeners and plugins with their rates, refreshed like top
 `)
 }
 
@@ -161,11 +167,40 @@ func ctl(args []string) int {
 		usage(os.Stderr)
 		return 2
 	}
-	return kernel.Ctl(context.Background(), kernel.CtlOptions{
+	o := kernel.CtlOptions{
 		Socket:     *socket,
 		ConfigPath: *configPath,
 		JSON:       *jsonOut,
 		Timeout:    *timeout,
 		Getenv:     os.Getenv,
-	}, fs.Args(), os.Stdout, os.Stderr)
+	}
+	if fs.Arg(0) == "watch" {
+		return watch(o, fs.Args()[1:])
+	}
+	return kernel.Ctl(context.Background(), o, fs.Args(), os.Stdout, os.Stderr)
+}
+
+// watch runs `switchyard ctl watch`.
+func watch(o kernel.CtlOptions, args []string) int {
+	fs := flag.NewFlagSet("ctl watch", flag.ContinueOnError)
+	interval := fs.Duration("interval", time.Second, "time between frames")
+	count := fs.Int("n", 0, "stop after `count` frames (0: until interrupted)")
+	jsonOut := fs.Bool("json", false, "print each frame as one line of JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "switchyard ctl watch: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *interval <= 0 || *count < 0 {
+		fmt.Fprintln(os.Stderr, "switchyard ctl watch: -interval must be positive and -n not negative")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	fi, err := os.Stdout.Stat()
+	terminal := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return kernel.CtlWatch(ctx, o, admin.WatchOptions{Interval: *interval, Count: *count, JSON: *jsonOut, Clear: terminal},
+		os.Stdout, os.Stderr)
 }

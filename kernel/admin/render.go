@@ -323,6 +323,29 @@ func renderStatus(w io.Writer, data json.RawMessage) bool {
 	if !ok {
 		return false
 	}
+	if renderKeyValues(w, statusSummary(fs)) != nil {
+		return false
+	}
+	for _, t := range []struct {
+		key  string
+		cols []column
+	}{{"listeners", listenerColumns}, {"plugins", pluginColumns}, {"timers", timerColumns}} {
+		v, _ := get(fs, t.key)
+		rows, isRows := objectRows(v)
+		if !isRows {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s:\n", t.key)
+		if renderTable(w, "  ", t.cols, rows) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// statusSummary is the status object's "key: value" lines: the known keys
+// first, then any others but the tables.
+func statusSummary(fs []field) []keyValue {
 	var kvs []keyValue
 	for _, key := range []string{"version", "pid", "uptime_s", "connections", "config"} {
 		v, present := get(fs, key)
@@ -343,24 +366,7 @@ func renderStatus(w io.Writer, data json.RawMessage) bool {
 		}
 		kvs = append(kvs, keyValue{f.key, cell(f.value, true)})
 	}
-	if renderKeyValues(w, kvs) != nil {
-		return false
-	}
-	for _, t := range []struct {
-		key  string
-		cols []column
-	}{{"listeners", listenerColumns}, {"plugins", pluginColumns}, {"timers", timerColumns}} {
-		v, _ := get(fs, t.key)
-		rows, isRows := objectRows(v)
-		if !isRows {
-			continue
-		}
-		fmt.Fprintf(w, "\n%s:\n", t.key)
-		if renderTable(w, "  ", t.cols, rows) != nil {
-			return false
-		}
-	}
-	return true
+	return kvs
 }
 
 // uptime renders uptime_s, a number of seconds, as a duration like 3h2m1s.

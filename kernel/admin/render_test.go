@@ -73,24 +73,30 @@ func TestRender(t *testing.T) {
 			if err := Render(&got, cmd, json.RawMessage(tt.data)); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", "render", tt.name+".golden")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if got.String() != string(want) {
-				t.Errorf("Render(%s, %s) mismatch\n--- got\n%s--- want\n%s", tt.line, tt.name, got.String(), want)
-			}
+			checkGolden(t, filepath.Join("testdata", "render", tt.name+".golden"), got.Bytes())
 		})
+	}
+}
+
+// checkGolden compares got with the golden file, or rewrites it with
+// -update.
+func checkGolden(t *testing.T, golden string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s mismatch\n--- got\n%s--- want\n%s", golden, got, want)
 	}
 }
 
