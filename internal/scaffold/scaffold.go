@@ -103,6 +103,9 @@ func CheckName(name string) error {
 		}
 		return fmt.Errorf("%w %q: use a lower-case letter, then lower-case letters, digits, '-' and '_'", ErrName, name)
 	}
+	if name == "vendor" || name == "testdata" {
+		return fmt.Errorf("%w %q: the go command treats a folder of that name specially", ErrName, name)
+	}
 	return nil
 }
 

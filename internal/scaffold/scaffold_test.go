@@ -21,7 +21,7 @@ func TestCheckName(t *testing.T) {
 			t.Errorf("CheckName(%q): %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "Hello", "2fast", "-x", "_x", "a.b", "a/b", "a b", "héllo", "../x", strings.Repeat("a", maxName+1)} {
+	for _, bad := range []string{"", "Hello", "2fast", "-x", "_x", "a.b", "a/b", "a b", "héllo", "../x", "vendor", "testdata", strings.Repeat("a", maxName+1)} {
 		if err := CheckName(bad); !errors.Is(err, ErrName) {
 			t.Errorf("CheckName(%q) = %v, want ErrName", bad, err)
 		}
@@ -219,4 +219,24 @@ func TestCheckModulePath(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// FuzzParseMod: any text parses without a panic, and finds no directive
+// the text does not name.
+func FuzzParseMod(f *testing.F) {
+	f.Add("module m\n\ngo 1.26.0\n\nrequire (\n\tx v1 // indirect\n)\nreplace a => ./b\n")
+	f.Add("require (\nrequire x v1\n)\n")
+	f.Add("module \"unterminated\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		m := parseMod([]byte(s))
+		for _, d := range []struct {
+			word  string
+			found bool
+		}{{"module", m.module != ""}, {"go", m.goVersion != ""}, {"toolchain", m.toolchain != ""},
+			{"require", len(m.require) > 0}, {"replace", len(m.replace) > 0}} {
+			if d.found && !strings.Contains(s, d.word) {
+				t.Fatalf("found a %s directive in %q", d.word, s)
+			}
+		}
+	})
 }
