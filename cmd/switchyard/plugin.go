@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,7 +35,10 @@ func plugin(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("plugin new", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, pluginUsage); fs.PrintDefaults() }
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), pluginUsage+"\n")
+		fs.PrintDefaults()
+	}
 	dir := fs.String("dir", ".", "create the plugin's folder in this `dir`ectory")
 	module := fs.String("module", "", "module `path` of the go.mod written outside the switchyard module (default NAME)")
 	checkout := fs.String("switchyard", "", "switchyard source `checkout` the go.mod's replace points at, outside the module")
@@ -42,7 +46,9 @@ func plugin(args []string, stdout, stderr io.Writer) int {
 	var pos []string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := fs.Parse(rest); errors.Is(err, flag.ErrHelp) {
+			return 0
+		} else if err != nil {
 			return 2
 		}
 		if fs.NArg() == 0 {

@@ -59,6 +59,7 @@ func TestPluginNew(t *testing.T) {
 		{"no subcommand", nil, 2, "usage: switchyard plugin new"},
 		{"unknown subcommand", []string{"old"}, 2, "usage: switchyard plugin new"},
 		{"help", []string{"help"}, 0, "usage: switchyard plugin new"},
+		{"-h", []string{"new", "-h"}, 0, "-switchyard checkout"},
 		{"no protocol", []string{"new", "x"}, 2, "want NAME and PROTOCOL, got 1"},
 		{"bad name", []string{"new", "Hello", "http"}, 2, `bad plugin name "Hello"`},
 		{"bad protocol", []string{"new", "x", "smtp"}, 2, `bad protocol "smtp": use http, scgi, dns, line, timer`},
