@@ -30,6 +30,7 @@ type Config struct {
 	State      State              `toml:"state"`
 	Privileges Privileges         `toml:"privileges"`
 	Upgrade    Upgrade            `toml:"upgrade"`
+	Metrics    Metrics            `toml:"metrics"`
 	Plugins    map[string]*Plugin `toml:"plugins"` // never nil after Parse
 	Listeners  []*Listener        `toml:"listeners"`
 	Timers     []*Timer           `toml:"timers"`
@@ -64,6 +65,13 @@ type Upgrade struct {
 	// serves; past it the new kernel is stopped and the old carries on
 	// (default 30s).
 	Timeout Duration `toml:"timeout"`
+}
+
+// Metrics configures the Prometheus endpoint, /metrics over HTTP.
+type Metrics struct {
+	// Address is the host:port it listens on (port 0: any free port);
+	// "" serves no metrics.
+	Address string `toml:"address"`
 }
 
 // Plugin is one plugin slot: the executable to run and how to treat it.

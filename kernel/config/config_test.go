@@ -24,6 +24,9 @@ const base = "/etc/switchyard"
 const fullConfig = `[admin]
 socket = "run/admin.sock"
 
+[metrics]
+address = "[::1]:9464"
+
 [state]
 dir = "/var/lib/switchyard"
 
@@ -123,8 +126,53 @@ var cases = []parseCase{
 	},
 	{
 		name: "unknown top-level table",
-		doc:  hello + "\n[metrics]\naddress = \"127.0.0.1:9464\"\n",
-		want: []string{`config.toml:10:2: unknown table "metrics"`}, lines: 1,
+		doc:  hello + "\n[tracing]\naddress = \"127.0.0.1:4317\"\n",
+		want: []string{`config.toml:10:2: unknown table "tracing"`}, lines: 1,
+	},
+	{
+		name: "unknown key in metrics",
+		doc:  hello + "[metrics]\naddress = \"127.0.0.1:9464\"\npath = \"/m\"\n",
+		want: []string{`config.toml:11:1: unknown key "metrics.path"`}, lines: 1,
+	},
+
+	// Metrics.
+	{name: "metrics", doc: hello + "[metrics]\naddress = \"127.0.0.1:9464\"\n"},
+	{name: "metrics on any free port", doc: hello + "[metrics]\naddress = \"127.0.0.1:0\"\n"},
+	{name: "metrics on every interface", doc: hello + "[metrics]\naddress = \":9464\"\n"},
+	{name: "metrics off", doc: hello + "[metrics]\naddress = \"\"\n"},
+	{
+		name: "metrics address not a string",
+		doc:  hello + "[metrics]\naddress = 9464\n",
+		want: []string{`config.toml:10:11: metrics.address`}, lines: 1,
+	},
+	{
+		name: "metrics address without port",
+		doc:  hello + "[metrics]\naddress = \"127.0.0.1\"\n",
+		want: []string{`config.toml:10:1: metrics.address "127.0.0.1": want host:port`}, lines: 1,
+	},
+	{
+		name: "metrics port out of range",
+		doc:  hello + "[metrics]\naddress = \"127.0.0.1:99999\"\n",
+		want: []string{`metrics.address "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`}, lines: 1,
+	},
+	{
+		name: "metrics bad host",
+		doc:  hello + "[metrics]\naddress = \"my host:9464\"\n",
+		want: []string{`metrics.address "my host:9464": bad host "my host"`}, lines: 1,
+	},
+	{
+		name: "metrics on a unix socket",
+		doc:  hello + "[metrics]\naddress = \"unix:/run/m.sock\"\n",
+		want: []string{`metrics.address "unix:/run/m.sock": want host:port (Prometheus scrapes over TCP)`}, lines: 1,
+	},
+	{
+		name: "metrics on a listener's address",
+		doc:  hello + "[metrics]\naddress = \"127.0.0.1:8080\"\n",
+		want: []string{`config.toml:7:1: listener "web": address "127.0.0.1:8080" is already used by metrics.address`}, lines: 1,
+	},
+	{
+		name: "metrics and a listener on port 0",
+		doc:  strings.Replace(hello, `"127.0.0.1:8080"`, `"127.0.0.1:0"`, 1) + "[metrics]\naddress = \"127.0.0.1:0\"\n",
 	},
 	{
 		name: "unknown key in admin",
@@ -888,6 +936,9 @@ func TestDefault(t *testing.T) {
 	}
 	if c.Source != DefaultSource || c.Admin.Socket != "" || c.State.Dir != "" {
 		t.Errorf("source %q, admin %+v, state %+v", c.Source, c.Admin, c.State)
+	}
+	if c.Metrics.Address != "127.0.0.1:9464" {
+		t.Errorf("metrics %+v, want the DESIGN's 127.0.0.1:9464", c.Metrics)
 	}
 	if len(c.Timers) != 1 || *c.Timers[0] != (Timer{Name: "announce", Every: Duration(time.Minute), Plugin: "chat"}) {
 		t.Errorf("timers %v", c.Timers)

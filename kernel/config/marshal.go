@@ -17,6 +17,7 @@ type fileConfig struct {
 	State      *fileState             `toml:"state,omitempty"`
 	Privileges *Privileges            `toml:"privileges,omitempty"`
 	Upgrade    *Upgrade               `toml:"upgrade,omitempty"`
+	Metrics    *Metrics               `toml:"metrics,omitempty"`
 	Plugins    map[string]*filePlugin `toml:"plugins,omitempty"`
 	Listeners  []*fileListener        `toml:"listeners,omitempty"`
 	Timers     []*fileTimer           `toml:"timers,omitempty"`
@@ -89,6 +90,9 @@ func (c *Config) Marshal() ([]byte, error) {
 		f.Privileges = &c.Privileges
 	}
 	f.Upgrade = &c.Upgrade
+	if c.Metrics != (Metrics{}) {
+		f.Metrics = &c.Metrics
+	}
 	if len(c.Plugins) > 0 {
 		f.Plugins = make(map[string]*filePlugin, len(c.Plugins))
 	}

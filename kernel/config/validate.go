@@ -133,6 +133,7 @@ func (k *checker) check() {
 	if c.Admin.Socket != "" {
 		addresses[unixPrefix+filepath.Clean(c.Admin.Socket)] = "admin.socket"
 	}
+	k.metrics(addresses)
 	for i := range c.Listeners {
 		if c.Listeners[i] == nil {
 			c.Listeners[i] = &Listener{}
@@ -337,22 +338,10 @@ func (k *checker) address(at keyPath, what string, l *Listener, used map[string]
 		}
 		key = unixPrefix + filepath.Clean(rest)
 	default:
-		host, port, err := net.SplitHostPort(l.Address)
-		if err != nil {
-			k.errorf(aat, "%s: address %q: want host:port or unix:PATH", what, l.Address)
+		var problem string
+		if key, problem = tcpAddress(l.Address, "want host:port or unix:PATH"); problem != "" {
+			k.errorf(aat, "%s: address %q: %s", what, l.Address, problem)
 			return
-		}
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			k.errorf(aat, "%s: address %q: port %q is not a number from 0 to 65535", what, l.Address, port)
-			return
-		}
-		if !validHost(host) {
-			k.errorf(aat, "%s: address %q: bad host %q", what, l.Address, host)
-			return
-		}
-		if n != 0 {
-			key = net.JoinHostPort(strings.ToLower(host), strconv.FormatUint(n, 10))
 		}
 	}
 	if key == "" {
@@ -363,6 +352,48 @@ func (k *checker) address(at keyPath, what string, l *Listener, used map[string]
 		return
 	}
 	used[key] = what
+}
+
+// metrics checks metrics.address: host:port, or "" for no metrics.
+func (k *checker) metrics(used map[string]string) {
+	at := keyPath{}.key("metrics").key("address")
+	addr := k.c.Metrics.Address
+	if addr == "" {
+		return
+	}
+	if strings.HasPrefix(addr, unixPrefix) {
+		k.errorf(at, "metrics.address %q: want host:port (Prometheus scrapes over TCP)", addr)
+		return
+	}
+	key, msg := tcpAddress(addr, "want host:port")
+	if msg != "" {
+		k.errorf(at, "metrics.address %q: %s", addr, msg)
+		return
+	}
+	if key != "" {
+		used[key] = "metrics.address"
+	}
+}
+
+// tcpAddress checks a host:port address and returns the key that detects
+// two uses of it ("" for port 0, which never clashes), or what is wrong.
+// A malformed address gets the problem want.
+func tcpAddress(addr, want string) (key, problem string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", want
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", fmt.Sprintf("port %q is not a number from 0 to 65535", port)
+	}
+	if !validHost(host) {
+		return "", fmt.Sprintf("bad host %q", host)
+	}
+	if n == 0 {
+		return "", ""
+	}
+	return net.JoinHostPort(strings.ToLower(host), strconv.FormatUint(n, 10)), ""
 }
 
 func (k *checker) timer(i int, t *Timer, names map[string]bool) {
