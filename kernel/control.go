@@ -64,6 +64,7 @@ type StatusInfo struct {
 	Config      string         `json:"config"`
 	State       string         `json:"state"`
 	LogLevel    string         `json:"log_level"`
+	Metrics     string         `json:"metrics,omitempty"` // the metrics server's bound address
 }
 
 // Status reports the kernel's state.
@@ -84,6 +85,7 @@ func (k *Kernel) Status() StatusInfo {
 		Config:      k.Config().Source,
 		State:       k.stateDir,
 		LogLevel:    strings.ToLower(k.level.Level().String()),
+		Metrics:     k.MetricsAddress(),
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	dnsl "github.com/switchyard-dev/switchyard/listeners/dns"
 	"github.com/switchyard-dev/switchyard/plugins/host"
@@ -17,6 +20,7 @@ import (
 type route struct {
 	listener string
 	slot     atomic.Pointer[slot]
+	latency  prometheus.Histogram // set before the front end starts (metrics.go)
 }
 
 func newRoute(listener string, s *slot) *route {
@@ -27,12 +31,16 @@ func newRoute(listener string, s *slot) *route {
 
 // DispatchDNS implements listeners/dns.Dispatcher.
 func (rt *route) DispatchDNS(ctx context.Context, q dnsl.Query) ([]byte, error) {
-	return rt.slot.Load().serveDNS(ctx, q, rt.listener)
+	s := rt.slot.Load()
+	defer rt.observe(s, callDNS, time.Now())
+	return s.serveDNS(ctx, q, rt.listener)
 }
 
 // Dispatch implements listeners/http.Dispatcher.
 func (rt *route) Dispatch(w http.ResponseWriter, r *http.Request) error {
-	return rt.slot.Load().serveHTTP(w, r, rt.listener)
+	s := rt.slot.Load()
+	defer rt.observe(s, callHTTP, time.Now())
+	return s.serveHTTP(w, r, rt.listener)
 }
 
 // maxAttempts bounds how often a call that never reached a plugin is retried

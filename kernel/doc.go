@@ -16,6 +16,9 @@
 //   - a route connects each listener to its slot; calls wait briefly for a
 //     slot that is restarting a crashed plugin;
 //   - the admin socket (package kernel/admin) answers `switchyard ctl`.
+//   - with [metrics] address set, an HTTP server answers Prometheus at
+//     /metrics from a registry of the kernel's own (metrics.go), reading the
+//     counters `ctl` shows when scraped.
 //
 // Concurrency: a slot serialises swaps, restarts and stopping with its swapMu;
 // the hot path (route → slot.acquire → host.Client) takes only short locks

@@ -55,6 +55,7 @@ type inventory struct {
 	From      int               `json:"from"` // the old kernel's pid
 	Listeners []inheritedSocket `json:"listeners"`
 	AdminFD   int               `json:"admin_fd"` // 0: none
+	Metrics   *inheritedMetrics `json:"metrics,omitempty"`
 	ConnIDs   uint64            `json:"conn_ids"`
 }
 

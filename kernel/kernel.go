@@ -107,6 +107,8 @@ type Kernel struct {
 	upgraded  atomic.Bool // this kernel has handed over to a new one
 	gcHold    atomic.Bool // no snapshot garbage collection: an old kernel still runs
 
+	metrics kernelMetrics // the Prometheus endpoint (metrics.go)
+
 	connIDs atomic.Uint64 // numbers line connections kernel-wide
 	tokens  atomic.Uint64 // numbers plugin processes kernel-wide, for line sessions
 
@@ -154,6 +156,7 @@ func New(opts Options) (*Kernel, error) {
 		shutdown:  make(chan struct{}),
 	}
 	k.forceCtx, k.force = context.WithCancel(context.Background())
+	k.metrics.reg = k.newRegistry()
 	if k.log == nil {
 		k.log = slog.Default()
 	}
@@ -331,11 +334,11 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 			lock.Close()
 			return err
 		}
-		k.store = store
+		k.store = k.meter(store)
 	} else {
 		// The old kernel holds the store until it has handed everything
 		// over; calls that reach it wait, and snapshots it runs stay.
-		k.store = su.store
+		k.store = k.meter(su.store)
 		k.gcHold.Store(true)
 	}
 	cleanups = append(cleanups, func() { k.closeStore() })
@@ -390,6 +393,13 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 		socks[lc.Name] = s
 		cleanups = append(cleanups, func() { k.sockets.release(s) })
 	}
+	metricsLn, err := k.listenMetrics(cfg.Metrics.Address, su)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		cleanups = append(cleanups, func() { metricsLn.Close() })
+	}
 	activated.closeRest(k.log)
 	if su != nil {
 		su.closeRest()
@@ -441,6 +451,7 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	if su == nil {
 		k.startTimers(nil)
 	}
+	k.startMetrics(cfg.Metrics.Address, metricsLn)
 
 	if k.opts.Pprof != "" {
 		pprofCtx, stopPprof := context.WithCancel(runCtx)
@@ -532,6 +543,7 @@ func (k *Kernel) Run(ctx context.Context) (err error) {
 	<-watchDone
 	<-memDone
 	k.stopAll()
+	k.stopMetrics()
 	stopAdmin()
 	if err := <-adminDone; err != nil {
 		k.log.Warn("admin server", "error", err)
@@ -596,6 +608,7 @@ func (k *Kernel) stopAll() {
 func (k *Kernel) startListener(lc *config.Listener, sock *socket, s *slot) *listener {
 	l := &listener{sock: sock, route: newRoute(lc.Name, s), done: make(chan struct{})}
 	l.cfg.Store(lc)
+	l.route.latency = newRequestLatency(lc.Name, lc.Protocol)
 	srv, err := newFront(lc, l.route, sock, k.log, &k.connIDs)
 	if err != nil {
 		panic(err) // config.Parse lets through only protocols newFront knows

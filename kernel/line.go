@@ -39,7 +39,9 @@ func lineLimits(lc *config.Listener) line.Limits {
 
 // DispatchLine implements listeners/line.Dispatcher.
 func (rt *route) DispatchLine(ctx context.Context, c *line.Conn, ev line.Event) (line.Reply, error) {
-	return rt.slot.Load().serveLine(ctx, c, ev)
+	s := rt.slot.Load()
+	defer rt.observe(s, lineCall(ev.Kind), time.Now())
+	return s.serveLine(ctx, c, ev)
 }
 
 // lineKinds maps the front end's event kinds to the protocol's.

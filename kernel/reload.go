@@ -28,6 +28,7 @@ type ReloadSummary struct {
 	TimersStarted     []string `json:"timers_started"`
 	TimersStopped     []string `json:"timers_stopped"`
 	TimersKept        []string `json:"timers_kept"`
+	Metrics           string   `json:"metrics,omitempty"` // how the metrics server changed
 }
 
 // ReloadConfig re-reads the configuration and reconciles the running kernel
@@ -111,6 +112,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		// commit takes it.
 		b, release, err := k.snapshot(pc.Path)
 		if err != nil {
+			old.swapFails.Add(1)
 			return nil, fmt.Errorf("plugin %q: %w", name, err)
 		}
 		p.releases = append(p.releases, release)
@@ -119,6 +121,7 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		old.mu.Unlock()
 		in, err := old.prepare(ctx, pc, routed, b, gen)
 		if err != nil {
+			old.swapFails.Add(1)
 			return nil, fmt.Errorf("plugin %q: %w", name, err)
 		}
 		p.swaps = append(p.swaps, swapPlan{s: old, cfg: pc, listeners: routed, in: in})
@@ -142,8 +145,15 @@ func (k *Kernel) ReloadConfig(ctx context.Context) (*ReloadSummary, error) {
 		p.fronts = append(p.fronts, frontPlan{cfg: lc, sock: sock, old: old})
 	}
 
+	metrics, err := k.prepareMetrics(next.Metrics.Address)
+	if err != nil {
+		return nil, err
+	}
+	defer metrics.abort()
+
 	// Commit: nothing below fails.
 	p.committed = true
+	sum.Metrics = metrics.commit()
 	for _, sp := range p.swaps {
 		sp.s.swapMu.Lock()
 		sp.s.mu.Lock()

@@ -97,6 +97,10 @@ type slot struct {
 	errs      atomic.Uint64
 	restarts  atomic.Uint64
 	rollbacks atomic.Uint64
+	swaps     atomic.Uint64 // commits of a swap
+	swapFails atomic.Uint64 // swaps that failed while a version ran
+
+	latency callLatency // of calls, by kind (metrics.go)
 }
 
 func newSlot(k *Kernel, cfg *config.Plugin) *slot {
@@ -351,6 +355,7 @@ func (s *slot) commit(in *instance, how commitKind) {
 		s.crashHash, s.crashes = "", 0
 	}
 	if how == commitSwap {
+		s.swaps.Add(1)
 		s.openWindowLocked(in, old)
 	} else if how != commitRestart && how != commitRecycle {
 		s.window.Store(nil)
@@ -581,6 +586,9 @@ func (s *slot) swap(ctx context.Context, force bool, reason string) (*instance, 
 		// without one a start or restart is on its way, which sets it.
 		s.mu.Lock()
 		s.lastError = err.Error()
+		if s.current != nil && !errors.Is(err, ErrStopped) {
+			s.swapFails.Add(1)
+		}
 		s.mu.Unlock()
 		s.log.Error("plugin swap failed; the running version keeps serving", "reason", reason, "error", err)
 	}
@@ -745,6 +753,10 @@ type pluginInfo struct {
 	// Rollbacks counts swaps undone because the new version answered
 	// clearly worse.
 	Rollbacks uint64 `json:"rollbacks"`
+	// Swaps counts swaps to a new process; SwapFailures those that failed
+	// and left the running version serving.
+	Swaps        uint64 `json:"swaps"`
+	SwapFailures uint64 `json:"swap_failures"`
 	// NextRestart is when a restart is due, with the backoff that led to
 	// it; empty when none is.
 	NextRestart string `json:"next_restart,omitempty"`
@@ -779,6 +791,7 @@ func (s *slot) info() pluginInfo {
 		Rollbacks:   s.rollbacks.Load(),
 		Quarantined: s.quarantined,
 	}
+	p.Swaps, p.SwapFailures = s.swaps.Load(), s.swapFails.Load()
 	if !s.nextRestart.IsZero() {
 		p.NextRestart = s.nextRestart.UTC().Format(time.RFC3339Nano)
 		p.Backoff = max(time.Until(s.nextRestart), 0).Round(time.Millisecond).String()

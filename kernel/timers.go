@@ -25,7 +25,9 @@ type timerEntry struct {
 
 // DispatchTick implements listeners/timer.Dispatcher.
 func (e *timerEntry) DispatchTick(ctx context.Context, t timer.Tick) error {
-	return e.slot.Load().tick(ctx, t)
+	s := e.slot.Load()
+	defer s.observe(callTick, time.Now())
+	return s.tick(ctx, t)
 }
 
 // tick runs one tick in the slot's current instance.

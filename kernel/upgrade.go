@@ -219,6 +219,13 @@ func (k *Kernel) inventory() (*inventory, []*os.File, error) {
 		}
 		inv.AdminFD = fd(af)
 	}
+	mf, addr, err := k.metricsFile()
+	if err != nil {
+		return nil, files, err
+	}
+	if mf != nil {
+		inv.Metrics = &inheritedMetrics{Address: addr, FD: fd(mf)}
+	}
 	return inv, files, nil
 }
 
@@ -229,6 +236,8 @@ func (k *Kernel) handOver(hc *handoverConn) int {
 	defer hc.Close()
 	ctx, cancel := context.WithTimeout(k.forceCtx, maxDrainTimeout(k))
 	defer cancel()
+	// Scrapes go to the new kernel (the socket is its too now).
+	k.stopMetrics()
 	// The sockets stay open in the new kernel: closing them here must not
 	// remove their files.
 	k.sockets.keepFiles()
@@ -397,6 +406,9 @@ func (k *Kernel) inheritUpgrade() (*successor, error) {
 		take(l.PacketFD)
 	}
 	take(su.inv.AdminFD)
+	if su.inv.Metrics != nil {
+		take(su.inv.Metrics.FD)
+	}
 	return su, nil
 }
 
