@@ -452,8 +452,8 @@ func TestSecondKernelRefused(t *testing.T) {
 
 // TestDefaultConfig runs `bin/switchyard serve` with no config, as the
 // README's first command does: hello answers on 8080 and probe on 8081, the
-// SCGI gateway in the runtime directory, zone on 5353, smtp on 2525 and
-// chat on 4000 with its timer.
+// SCGI gateway in the runtime directory, zone on 5353, smtp on 2525,
+// chat on 4000 with its timer, and metrics on 9464.
 func TestDefaultConfig(t *testing.T) {
 	dir := layout(t)
 	pc := exec.Command(filepath.Join(dir, "bin", "switchyard"), "serve", "-print-config")
@@ -512,6 +512,10 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if out, _, code := k.ctl("timers"); code != 0 || !strings.Contains(out, "announce") {
 		t.Errorf("ctl timers: %d %q", code, out)
+	}
+	// Prometheus metrics on :9464.
+	if body := httpGet(t, "http://127.0.0.1:9464/metrics"); !strings.Contains(body, `switchyard_listener_requests_total{listener="hello",protocol="http"} 1`) {
+		t.Errorf("GET :9464/metrics lacks hello's one request:\n%.2000s", body)
 	}
 }
 

@@ -25,6 +25,9 @@ const upgradeConfig = `
 [upgrade]
 timeout = "10s"
 
+[metrics]
+address = "127.0.0.1:0"
+
 [plugins.probe]
 path = "bin/plugins/probe"
 drain_timeout = "10s"
@@ -61,6 +64,21 @@ func (k *kproc) status() (pid int, conns int64) {
 		k.t.Fatalf("ctl status: %d %q %q", code, out, errOut)
 	}
 	return r.Data.PID, r.Data.Connections
+}
+
+// metricsAddress is the metrics server's address, as `ctl status` says.
+func (k *kproc) metricsAddress() string {
+	k.t.Helper()
+	out, errOut, code := k.ctl("-json", "status")
+	var r struct {
+		Data struct {
+			Metrics string `json:"metrics"`
+		} `json:"data"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Data.Metrics == "" {
+		k.t.Fatalf("ctl status: no metrics address: %d %q %q", code, out, errOut)
+	}
+	return r.Data.Metrics
 }
 
 // upgradeResult runs `ctl -json upgrade`.
@@ -229,6 +247,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "load", func() bool { return httpOK.Load() > 500 && lineOK.Load() > 500 })
 	pid, _ := k.status()
 	pids := []int{pid}
+	metrics := k.metricsAddress()
 	var results []upgradeResult
 	for i := range 5 {
 		lat.set(fmt.Sprintf("upgrade %d", i+1))
@@ -243,6 +262,14 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		testutil.WaitFor(t, 30*time.Second, "the old kernel to exit", func() bool { return !testutil.Alive(r.OldPID) })
 		if now, _ := k.status(); now != r.NewPID {
 			t.Fatalf("upgrade %d: status answers pid %d, want the new %d", i+1, now, r.NewPID)
+		}
+		// The metrics socket was handed over: the same port (a fresh
+		// bind of port 0 would get another), served by the new kernel.
+		if now := k.metricsAddress(); now != metrics {
+			t.Errorf("upgrade %d: metrics on %q, want the handed-over %q", i+1, now, metrics)
+		}
+		if body := httpGet(t, "http://"+metrics+"/metrics"); !strings.Contains(body, "switchyard_build_info{") {
+			t.Errorf("upgrade %d: /metrics after the upgrade:\n%.500s", i+1, body)
 		}
 		pids = append(pids, r.NewPID)
 		results = append(results, r)
