@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -28,6 +29,10 @@ const CallsFDsEnv = "SWITCHYARD_CALLS_FDS"
 // beyond it waits: the peer reads nothing, and whoever watches for blocked
 // sends (the kernel does) may then Close the connection.
 const maxPending = 1 << 20
+
+// gatherBelow is the size of queued frames under which the writer yields
+// once before writing, to gather more.
+const gatherBelow = 16 << 10
 
 // ErrFrameTooLarge is returned for a message whose encoding is larger than
 // the connection's limit, and breaks a connection that receives one.
@@ -140,6 +145,15 @@ func (c *FramedConn[Out, In]) write() {
 		c.mu.Lock()
 		for len(c.queued) == 0 && c.err == nil && !c.sendDone {
 			c.more.Wait()
+			if len(c.queued) > 0 && len(c.queued) < gatherBelow {
+				// Woken for a small frame: let the goroutines that are
+				// about to queue more (under load, the answers of other
+				// calls) run first, so one write carries them all.
+				// Alone on the machine, this returns at once.
+				c.mu.Unlock()
+				runtime.Gosched()
+				c.mu.Lock()
+			}
 		}
 		if c.err != nil || len(c.queued) == 0 {
 			// Broken, or closed for sending with nothing left.
