@@ -278,7 +278,7 @@ func (s *Server) handler(transport string) mdns.Handler {
 			s.servfail(w, req)
 			return
 		}
-		ans, err := s.answer(w, req, transport)
+		raw, ans, err := s.answer(w, req, transport)
 		if err != nil {
 			s.errors.Add(1)
 			s.log.Warn("query failed", "remote", w.RemoteAddr().String(), "transport", transport,
@@ -286,40 +286,94 @@ func (s *Server) handler(transport string) mdns.Handler {
 			s.servfail(w, req)
 			return
 		}
-		if err := w.WriteMsg(ans); err != nil {
+		if raw != nil {
+			_, err = w.Write(raw)
+		} else {
+			err = w.WriteMsg(ans)
+		}
+		if err != nil {
 			s.log.Debug("writing the answer", "remote", w.RemoteAddr().String(), "error", err)
 		}
 	})
 }
 
-// answer asks the dispatcher and checks what comes back.
-func (s *Server) answer(w mdns.ResponseWriter, req *mdns.Msg, transport string) (*mdns.Msg, error) {
+// answer asks the dispatcher and checks what comes back. An answer that
+// passes quickCheck and fits is returned as the plugin's wire bytes, raw;
+// any other is unpacked, checked whole and truncated to fit, as ans.
+func (s *Server) answer(w mdns.ResponseWriter, req *mdns.Msg, transport string) (raw []byte, ans *mdns.Msg, err error) {
 	wire, err := req.Pack()
 	if err != nil {
-		return nil, fmt.Errorf("packing the query: %w", err)
+		return nil, nil, fmt.Errorf("packing the query: %w", err)
 	}
 	b, err := s.d.DispatchDNS(s.ctx, Query{Msg: wire, Remote: w.RemoteAddr(), Local: w.LocalAddr(), Transport: transport})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(b) == 0 {
-		return nil, errors.New("the handler wrote no answer")
+		return nil, nil, errors.New("the handler wrote no answer")
 	}
-	ans := new(mdns.Msg)
-	if err := ans.Unpack(b); err != nil {
-		return nil, fmt.Errorf("unpacking the answer: %w", err)
-	}
-	if err := Check(req, ans); err != nil {
-		return nil, err
-	}
+	size := mdns.MaxMsgSize
 	if transport == "udp" {
-		size := mdns.MinMsgSize
+		size = mdns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
 			size = max(int(opt.UDPSize()), mdns.MinMsgSize)
 		}
+	}
+	if len(b) <= size && quickCheck(wire, b) {
+		return b, nil, nil
+	}
+	ans = new(mdns.Msg)
+	if err := ans.Unpack(b); err != nil {
+		return nil, nil, fmt.Errorf("unpacking the answer: %w", err)
+	}
+	if err := Check(req, ans); err != nil {
+		return nil, nil, err
+	}
+	if transport == "udp" {
 		ans.Truncate(size)
 	}
-	return ans, nil
+	return nil, ans, nil
+}
+
+// quickCheck reports, without unpacking, whether ans is certainly a fit
+// answer to the packed query q (Check's rules): a response with q's id and
+// opcode whose question section is byte for byte q's, and which unpacks.
+// False means only that the full check must decide.
+func quickCheck(q, ans []byte) bool {
+	const hdr = 12
+	if len(q) < hdr || len(ans) < hdr {
+		return false
+	}
+	qd := int(q[4])<<8 | int(q[5])
+	switch {
+	case ans[0] != q[0] || ans[1] != q[1]: // id
+		return false
+	case ans[2]&0x80 == 0: // QR: a response
+		return false
+	case ans[2]&0x78 != q[2]&0x78: // opcode
+		return false
+	case ans[4] != q[4] || ans[5] != q[5]: // question count
+		return false
+	}
+	// The query's question section: it is packed first, so it holds no
+	// compression pointer, and the same bytes in the answer mean the same
+	// questions.
+	off := hdr
+	for range qd {
+		for off < len(q) && q[off] != 0 {
+			if q[off]&0xC0 != 0 {
+				return false
+			}
+			off += int(q[off]) + 1
+		}
+		off += 1 + 4 // the root label, type and class
+	}
+	if off > len(q) || off > len(ans) || string(q[hdr:off]) != string(ans[hdr:off]) {
+		return false
+	}
+	// What follows must unpack: a client is never sent a malformed answer.
+	var m mdns.Msg
+	return m.Unpack(ans) == nil
 }
 
 // Check reports whether ans may be sent as the answer to q: it must be a
