@@ -504,12 +504,7 @@ func TestStandalone(t *testing.T) {
 	}
 	pprofAddr := pl.Addr().String()
 	pl.Close()
-	dl, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsAddr := dl.LocalAddr().String()
-	dl.Close()
+	dnsAddr := freeUDPAndTCP(t)
 	cmd := exec.Command(bins.probe)
 	cmd.Env = []string{"SWITCHYARD_STANDALONE=" + addr, "SWITCHYARD_STANDALONE_DNS=" + dnsAddr,
 		"SWITCHYARD_PPROF=" + pprofAddr, "GORACE=atexit_sleep_ms=0"}
@@ -867,4 +862,25 @@ func pdeathsigHelper() {
 	}
 	fmt.Println(p.Pid())
 	time.Sleep(time.Hour)
+}
+
+// freeUDPAndTCP returns a loopback address whose port is free for both UDP
+// and TCP just now, as a DNS server needs.
+func freeUDPAndTCP(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return ""
 }
