@@ -6,8 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/pprofmux"
 )
 
 // servePprof serves net/http/pprof's handlers under /debug/pprof/ on addr
@@ -15,13 +16,7 @@ import (
 // address still taken, as it is while an upgrade's old kernel lives, is
 // retried every second rather than keeping the kernel from starting.
 func servePprof(ctx context.Context, addr string, log *slog.Logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: pprofmux.New(), ReadHeaderTimeout: 10 * time.Second}
 	var lc net.ListenConfig
 	warned := false
 	for {

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/pprofmux"
 )
 
 // PprofEnv names the environment variable that makes a plugin serve
@@ -23,13 +24,7 @@ func startPprof(addr string) {
 		fmt.Fprintf(os.Stderr, "switchyard plugin: %s: %v\n", PprofEnv, err)
 		return
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: pprofmux.New(), ReadHeaderTimeout: 10 * time.Second}
 	// The process's lifetime bounds it: the plugin exits, it ends.
 	go srv.Serve(ln)
 }
