@@ -18,7 +18,8 @@ type callStream struct {
 	ctx    context.Context // cancelled when the stream ends
 	cancel context.CancelFunc
 
-	sendMu sync.Mutex
+	sendMu     sync.Mutex // one sender at a time, unless concurrent
+	concurrent bool       // stream takes whole messages from many goroutines (proto.FramedConn)
 
 	mu    sync.Mutex
 	calls map[uint64]*call // guarded by mu
@@ -34,16 +35,23 @@ type callsStream interface {
 	Recv() (*proto.Call, error)
 }
 
+// isConcurrent reports whether stream takes sends from many goroutines.
+func isConcurrent(stream callsStream) bool {
+	_, ok := stream.(interface{ ConcurrentSend() })
+	return ok
+}
+
 // newCallStream serves stream; parent ends with the stream.
 func newCallStream(svc *service, stream callsStream, parent context.Context) *callStream {
 	ctx, cancel := context.WithCancel(parent)
 	return &callStream{
-		svc:     svc,
-		stream:  stream,
-		ctx:     ctx,
-		cancel:  cancel,
-		calls:   make(map[uint64]*call),
-		workers: newPool(),
+		concurrent: isConcurrent(stream),
+		svc:        svc,
+		stream:     stream,
+		ctx:        ctx,
+		cancel:     cancel,
+		calls:      make(map[uint64]*call),
+		workers:    newPool(),
 	}
 }
 
@@ -177,9 +185,12 @@ func (s *callStream) startSingle(id uint64, timeoutNS int64, serve func(*call) (
 	})
 }
 
-// send writes one reply frame. gRPC streams allow one sender at a time (a
-// framed connection would not need the lock, but takes it cheaply).
+// send writes one reply frame. gRPC streams allow one sender at a time; a
+// framed connection serialises its senders itself.
 func (s *callStream) send(r *proto.Reply) error {
+	if s.concurrent {
+		return s.stream.Send(r)
+	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	return s.stream.Send(r)
