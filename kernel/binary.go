@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -18,6 +19,11 @@ import (
 // ErrNotExecutable is wrapped by errors about a plugin path that does not
 // hold a complete executable for this machine.
 var ErrNotExecutable = errors.New("kernel: not a complete executable")
+
+// errChanging is wrapped, beside ErrNotExecutable, when the file changed
+// while the kernel read it: a writer is still at it, and its next write
+// brings the watcher back.
+var errChanging = errors.New("changed while being read")
 
 // fileID is what the watcher compares to tell whether a file changed:
 // replacing it (rename), rewriting it in place and touching it all change it.
@@ -140,6 +146,10 @@ type binary struct {
 	id     fileID // of source, when it was read
 }
 
+// testHookSnapshotOpened, when set by a test, runs once snapshot has opened
+// the file: a writer racing the read, made deterministic.
+var testHookSnapshotOpened atomic.Pointer[func(path string)]
+
 // snapshot validates the executable at path and copies it to a
 // content-addressed file in dir, which the kernel then execs. Operators may
 // overwrite the watched path in place while the snapshot runs, and the
@@ -158,7 +168,16 @@ func snapshot(path, dir string) (*binary, error) {
 		return nil, err
 	}
 	before := idOf(fi)
+	if hook := testHookSnapshotOpened.Load(); hook != nil {
+		(*hook)(path)
+	}
 	if err := checkExecutable(path, f); err != nil {
+		// A copy in progress looks truncated: say so when the file is
+		// still changing, so the watcher waits for it rather than
+		// reporting a failure.
+		if now, _, serr := statID(path); serr == nil && now != before {
+			return nil, fmt.Errorf("%s: %w: %w", path, ErrNotExecutable, errChanging)
+		}
 		return nil, err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -181,7 +200,7 @@ func snapshot(path, dir string) (*binary, error) {
 	}
 	if after != before {
 		tmp.Close()
-		return nil, fmt.Errorf("%s: %w: changed while being read", path, ErrNotExecutable)
+		return nil, fmt.Errorf("%s: %w: %w", path, ErrNotExecutable, errChanging)
 	}
 	if err := tmp.Chmod(0o555); err != nil {
 		tmp.Close()

@@ -8,17 +8,29 @@ import (
 	"testing"
 )
 
-func TestSnapshot(t *testing.T) {
-	bin := probeBin(t, "v1")
-	full, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	snaps := filepath.Join(dir, "snaps")
+// snapshotDirs returns a temporary directory and an empty snapshot
+// directory inside it.
+func snapshotDirs(t *testing.T) (dir, snaps string) {
+	dir = t.TempDir()
+	snaps = filepath.Join(dir, "snaps")
 	if err := os.Mkdir(snaps, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return dir, snaps
+}
+
+// probeBytes returns the content of probe v1's executable.
+func probeBytes(t *testing.T) []byte {
+	b, err := os.ReadFile(probeBin(t, "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestSnapshot(t *testing.T) {
+	full := probeBytes(t)
+	dir, snaps := snapshotDirs(t)
 	write := func(name string, b []byte, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, mode); err != nil {
@@ -40,8 +52,12 @@ func TestSnapshot(t *testing.T) {
 	}
 	for name, p := range bad {
 		t.Run(name, func(t *testing.T) {
-			if _, err := snapshot(p, snaps); !errors.Is(err, ErrNotExecutable) {
+			_, err := snapshot(p, snaps)
+			if !errors.Is(err, ErrNotExecutable) {
 				t.Errorf("snapshot(%s) = %v, want ErrNotExecutable", name, err)
+			}
+			if errors.Is(err, errChanging) {
+				t.Errorf("snapshot(%s) = %v: a file nobody writes is not changing", name, err)
 			}
 		})
 	}
@@ -78,15 +94,57 @@ func TestSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotChanging: a file rewritten while the kernel reads it is
+// reported as still changing (the watcher then waits for the writer), both
+// when the rewrite makes it look truncated and when it lands mid-copy; the
+// snapshot never holds a mix.
+func TestSnapshotChanging(t *testing.T) {
+	full := probeBytes(t)
+	dir, snaps := snapshotDirs(t)
+	p := filepath.Join(dir, "probe")
+	for name, rewrite := range map[string]func(){
+		// cp over it: truncated, then half written when the check runs.
+		"truncated by a writer": func() {
+			if err := os.WriteFile(p, full[:len(full)/2], 0o755); err != nil {
+				t.Error(err)
+			}
+		},
+		// A writer still appending: valid when checked, longer once read.
+		"appended by a writer": func() {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if _, err := f.Write([]byte("more")); err != nil {
+				t.Error(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(p, full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			hook := func(string) { rewrite() }
+			testHookSnapshotOpened.Store(&hook)
+			defer testHookSnapshotOpened.Store(nil)
+			b, err := snapshot(p, snaps)
+			if !errors.Is(err, errChanging) || !errors.Is(err, ErrNotExecutable) {
+				t.Fatalf("snapshot = %+v, %v; want errChanging", b, err)
+			}
+			if ents, _ := os.ReadDir(snaps); len(ents) != 0 {
+				t.Errorf("a snapshot of a changing file was kept: %v", ents)
+			}
+		})
+	}
+}
+
 // TestSnapshotScript: an executable script whose #! interpreter exists is a
 // plugin like an ELF binary; one whose interpreter is missing is refused
 // with an error that names the interpreter.
 func TestSnapshotScript(t *testing.T) {
-	dir := t.TempDir()
-	snaps := filepath.Join(dir, "snaps")
-	if err := os.Mkdir(snaps, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir, snaps := snapshotDirs(t)
 	for name, text := range map[string]string{
 		"sh":       "#!/bin/sh\nexec true\n",
 		"with arg": "#! /bin/sh -e\nexec true\n",

@@ -581,6 +581,13 @@ func (s *slot) swap(ctx context.Context, force bool, reason string) (*instance, 
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	in, err := s.swapLocked(ctx, force, reason)
+	if err != nil && !force && s.stillWriting(err) {
+		// The watcher reported a file that a writer has been at since;
+		// the watcher reports it again once it settles. Nothing failed
+		// yet.
+		s.log.Info("executable still being written; waiting for it to settle", "reason", reason, "error", err)
+		return in, err
+	}
 	if err != nil && !errors.Is(err, ErrUnchanged) {
 		// The state stays: with an instance the slot serves on, and
 		// without one a start or restart is on its way, which sets it.
@@ -593,6 +600,21 @@ func (s *slot) swap(ctx context.Context, force bool, reason string) (*instance, 
 		s.log.Error("plugin swap failed; the running version keeps serving", "reason", reason, "error", err)
 	}
 	return in, err
+}
+
+// stillWriting reports whether a swap's failure to read the executable is
+// the mark of a writer still at it rather than a bad file.
+func (s *slot) stillWriting(err error) bool {
+	if errors.Is(err, errChanging) {
+		return true
+	}
+	if !errors.Is(err, ErrNotExecutable) || s.k.watcher == nil {
+		return false
+	}
+	s.mu.Lock()
+	path := s.cfg.Path
+	s.mu.Unlock()
+	return s.k.watcher.moving(path)
 }
 
 func (s *slot) swapLocked(ctx context.Context, force bool, reason string) (*instance, error) {

@@ -303,6 +303,19 @@ func (w *watcher) rescanAll(ctx context.Context) {
 	}
 }
 
+// moving reports whether path has changed since the watcher last reported
+// it, or has events waiting: whatever the kernel found there is on its way
+// to being replaced, and the watcher reports the file again once it settles.
+func (w *watcher) moving(path string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, busy := w.pending[path]; busy {
+		return true
+	}
+	id, _, err := statID(path)
+	return err == nil && id != w.seen[path]
+}
+
 // completeExecutable reports whether path holds a complete executable now.
 func completeExecutable(path string) bool {
 	f, err := os.Open(path)

@@ -1,11 +1,13 @@
 package kernel
 
 import (
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,5 +185,99 @@ func TestWatchSlowWriter(t *testing.T) {
 	}
 	if strings.Contains(tk.logs.String(), "swap failed") {
 		t.Errorf("a half-written file was tried:\n%s", tk.logs.String())
+	}
+}
+
+// TestWatchRewrittenWhileRead: a new executable renamed into place is
+// rewritten in place (cp over it) just as the kernel opens it, so the kernel
+// finds it truncated. That is a writer at work, not a bad file: no swap
+// failure is recorded, and the finished file is swapped in.
+func TestWatchRewrittenWhileRead(t *testing.T) {
+	bin := buildVersions(t, "v1", "v2")
+	v2, err := os.ReadFile(bin["v2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := startKernel(t, probeConfig(""), map[string]string{"probe": bin["v1"]})
+	exe := filepath.Join(tk.dir, "plugins", "probe")
+	gen := tk.plugin("probe").Generation
+	var once sync.Once
+	finished := make(chan struct{})
+	hook := func(path string) {
+		if path != exe {
+			return
+		}
+		once.Do(func() {
+			// cp's first write: truncated, half there.
+			if err := os.WriteFile(exe, v2[:len(v2)/2], 0o755); err != nil {
+				t.Error(err)
+			}
+			go func() {
+				defer close(finished)
+				// A pause shorter than the debounce: the watcher
+				// never sees the half file stand still.
+				time.Sleep(100 * time.Millisecond)
+				f, err := os.OpenFile(exe, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer f.Close()
+				if _, err := f.Write(v2[len(v2)/2:]); err != nil {
+					t.Error(err)
+				}
+			}()
+		})
+	}
+	testHookSnapshotOpened.Store(&hook)
+	defer testHookSnapshotOpened.Store(nil)
+	replace(t, bin["v2"], exe, false)
+	testutil.WaitFor(t, 20*time.Second, "v2 after the rewrite", func() bool {
+		return tk.plugin("probe").Generation == gen+1
+	})
+	<-finished
+	p := tk.plugin("probe")
+	if p.Version != "v2" || p.SwapFailures != 0 || p.LastError != "" {
+		t.Errorf("after the rewrite: version %s, %d swap failures, last error %q; want v2 and none",
+			p.Version, p.SwapFailures, p.LastError)
+	}
+	if !tk.logs.contains("still being written") {
+		t.Error("the kernel never met the half-written file; the test did not test it")
+	}
+}
+
+// TestWatcherMoving: a file is moving while it has events pending or
+// differs from what the watcher last reported, and still once reported.
+func TestWatcherMoving(t *testing.T) {
+	w, err := newWatcher(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.fsw.Close()
+	p := filepath.Join(t.TempDir(), "exe")
+	if err := os.WriteFile(p, []byte("one"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !w.moving(p) {
+		t.Error("a file never reported is moving")
+	}
+	id, _, err := statID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.seen[p] = id
+	if w.moving(p) {
+		t.Error("the file as reported is moving")
+	}
+	w.pending[p] = &pendingFile{}
+	if !w.moving(p) {
+		t.Error("a file with events pending is not moving")
+	}
+	delete(w.pending, p)
+	if err := os.WriteFile(p, []byte("two, longer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !w.moving(p) {
+		t.Error("a file rewritten since it was reported is not moving")
 	}
 }
