@@ -50,10 +50,14 @@ const maxAttempts = 3
 // serveHTTP answers r with the slot's current instance.
 func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string) error {
 	cfg, _ := s.config()
-	ctx, cancel := context.WithTimeout(r.Context(), cfg.CallTimeout.D())
+	// The call's context has the call timeout but is not a child of the
+	// request's: registering a child context with every request's would
+	// cost an allocation or three per call. The host and acquire watch
+	// the request's context themselves, for a client that goes away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), cfg.CallTimeout.D())
 	defer cancel()
 	sw := &statusWriter{ResponseWriter: w}
-	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+	err := s.withInstance(ctx, r.Context().Done(), func(in *instance) (bool, error) {
 		err := in.proc.ServeHTTP(ctx, sw, r, listener)
 		// A 5xx the plugin answered itself counts against its version,
 		// for rollback; the kernel's own error answers come below.
@@ -139,11 +143,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // just died is sent again to its replacement, so a crash costs only the
 // calls the dead process held. Each call's outcome is counted on the
 // instance that had it (settle). Errors from waiting for an instance come
-// as acquireError.
-func (s *slot) withInstance(ctx context.Context, f func(*instance) (bad bool, err error)) error {
+// as acquireError. gone, when not nil, ends a wait for an instance: the
+// client went away.
+func (s *slot) withInstance(ctx context.Context, gone <-chan struct{}, f func(*instance) (bad bool, err error)) error {
 	var err error
 	for range maxAttempts {
-		in, aerr := s.acquire(ctx)
+		in, aerr := s.acquire(ctx, gone)
 		if aerr != nil {
 			return acquireError{aerr}
 		}
@@ -177,7 +182,7 @@ func (s *slot) serveDNS(ctx context.Context, q dnsl.Query, listener string) ([]b
 		hq.LocalAddr = q.Local.String()
 	}
 	var answer []byte
-	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+	err := s.withInstance(ctx, nil, func(in *instance) (bool, error) {
 		var err error
 		answer, err = in.proc.ServeDNS(ctx, hq)
 		// A SERVFAIL the plugin answered itself counts against it.

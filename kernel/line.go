@@ -78,7 +78,7 @@ func (s *slot) serveLine(ctx context.Context, c *line.Conn, ev line.Event) (line
 		se.LocalAddr = c.Local.String()
 	}
 	var r *proto.LineReply
-	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+	err := s.withInstance(ctx, nil, func(in *instance) (bool, error) {
 		var err error
 		r, err = in.proc.ServeSession(ctx, in.token, in.version, lineSession{c}, se)
 		return false, err

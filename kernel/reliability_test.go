@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -243,4 +245,35 @@ func fileSHA256(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestClientGoneEndsCall: a client that hangs up while its request is in
+// the plugin ends the call at once — not at call_timeout, nor when the
+// handler would have finished — and the plugin keeps serving.
+func TestClientGoneEndsCall(t *testing.T) {
+	tk := startKernel(t, faultConfig("call_timeout = \"60s\"\n"), map[string]string{"probe": probeBin(t, "v1")})
+	conn, err := net.Dial("tcp", tk.bound("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /slow?ms=60000 HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the call in flight", func() bool {
+		return tk.plugin("probe").Inflight == 1
+	})
+	t0 := time.Now()
+	conn.Close()
+	testutil.WaitFor(t, 10*time.Second, "the call to end", func() bool {
+		return tk.plugin("probe").Inflight == 0
+	})
+	t.Logf("the call ended %v after the client hung up", time.Since(t0).Round(time.Millisecond))
+	c := &http.Client{Timeout: 10 * time.Second}
+	if code := status(t, c, tk.url("web")+"/"); code != http.StatusOK {
+		t.Fatalf("after the hang-up: %d", code)
+	}
+	if p := tk.plugin("probe"); p.Errors != 0 || p.Restarts != 0 {
+		t.Errorf("a client hanging up counted against the plugin: %+v", p)
+	}
 }

@@ -198,8 +198,8 @@ func (s *slot) setCurrentLocked(in *instance) {
 
 // acquire returns the current instance with a call counted on it. While the
 // slot has none (a restart is under way) it waits up to restartWait, bounded
-// by ctx.
-func (s *slot) acquire(ctx context.Context) (*instance, error) {
+// by ctx and by gone (the client went away; nil for none).
+func (s *slot) acquire(ctx context.Context, gone <-chan struct{}) (*instance, error) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -233,6 +233,8 @@ func (s *slot) acquire(ctx context.Context) (*instance, error) {
 			return nil, fmt.Errorf("%w within %v (%s)", ErrNoInstance, restartWait, state)
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
+		case <-gone:
+			return nil, context.Canceled
 		}
 	}
 }

@@ -35,7 +35,7 @@ func (s *slot) tick(ctx context.Context, t timer.Tick) error {
 	cfg, _ := s.config()
 	ctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout.D())
 	defer cancel()
-	err := s.withInstance(ctx, func(in *instance) (bool, error) {
+	err := s.withInstance(ctx, nil, func(in *instance) (bool, error) {
 		return false, in.proc.Tick(ctx, &proto.Tick{
 			Name:              t.Name,
 			ScheduledUnixNano: t.Scheduled.UnixNano(),

@@ -218,13 +218,14 @@ func (s *Server) serveHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	}
 	dropH2CUpgrade(r.Header)
 
-	// Dispatch a shallow copy so the server's own request keeps its original body, which net/http inspects
-	// after the handler returns to decide whether the connection can be reused.
-	req := new(nethttp.Request)
-	*req = *r
-	if req.Body != nil && req.Body != nethttp.NoBody {
-		// MaxBytesReader gets net/http's writer so an overrun also marks the connection for closing.
-		req.Body = nethttp.MaxBytesReader(w, req.Body, s.maxBody)
+	req := r
+	if r.Body != nil && r.Body != nethttp.NoBody {
+		// Dispatch a shallow copy so the server's own request keeps its original body, which net/http
+		// inspects after the handler returns to decide whether the connection can be reused. MaxBytesReader
+		// gets net/http's writer so an overrun also marks the connection for closing.
+		req = new(nethttp.Request)
+		*req = *r
+		req.Body = nethttp.MaxBytesReader(w, r.Body, s.maxBody)
 	}
 	tw := &trackingWriter{ResponseWriter: w}
 	defer s.recoverDispatch(tw, req)

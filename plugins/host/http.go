@@ -43,8 +43,11 @@ func StatusFor(err error) int {
 }
 
 // ServeHTTP sends r to the plugin as a call on listener and relays its
-// answer to w. ctx bounds the call and carries its deadline to the plugin;
-// it is usually r.Context() with the slot's call timeout.
+// answer to w. ctx bounds the call and carries its deadline to the plugin.
+// The call also ends, and is cancelled in the plugin, when r's context ends
+// (the client went away), so ctx need not be a child of r.Context(): the
+// kernel makes it a sibling, which spares it registering a child context
+// with every request.
 //
 // On success, and when the client went away, it returns nil. Otherwise it
 // returns an error and has written nothing to w — except for an error
@@ -201,10 +204,11 @@ func relayHTTP(ctx context.Context, w http.ResponseWriter, r *http.Request, p *p
 		w.WriteHeader(code)
 		headSent = true
 	}
+	gone := r.Context().Done()
 	for {
-		f, err := p.next(ctx)
+		f, err := p.nextOr(ctx, gone)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || r.Context().Err() != nil {
 				switch {
 				case errors.Is(ctx.Err(), context.DeadlineExceeded):
 					// The plugin has the same deadline and ends the call

@@ -415,6 +415,12 @@ func (p *pending) signal() {
 
 // next returns the call's next frame, waiting for it until ctx ends.
 func (p *pending) next(ctx context.Context) (*proto.Reply, error) {
+	return p.nextOr(ctx, nil)
+}
+
+// nextOr is next that also stops waiting when gone is closed (the caller's
+// client went away), with context.Canceled.
+func (p *pending) nextOr(ctx context.Context, gone <-chan struct{}) (*proto.Reply, error) {
 	for {
 		p.mu.Lock()
 		if len(p.frames) > 0 {
@@ -435,6 +441,8 @@ func (p *pending) next(ctx context.Context) (*proto.Reply, error) {
 		case <-p.wake:
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
+		case <-gone:
+			return nil, context.Canceled
 		}
 	}
 }

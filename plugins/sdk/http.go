@@ -81,7 +81,9 @@ func (s *callStream) runHandler(h http.Handler, w http.ResponseWriter, r *http.R
 // newRequest rebuilds the client's request as net/http's server would have
 // built it.
 func newRequest(c *call, m *proto.HTTPRequest) (*http.Request, error) {
-	r := &http.Request{
+	// Built on the stack: WithContext at the end makes the one copy that
+	// the handler gets.
+	r := http.Request{
 		Method:        m.GetMethod(),
 		Proto:         m.GetProto(),
 		Header:        proto.ToHTTPHeader(m.GetHeaders()),
@@ -119,8 +121,7 @@ func newRequest(c *call, m *proto.HTTPRequest) (*http.Request, error) {
 	default:
 		r.Body = http.NoBody
 	}
-	r = r.WithContext(withListener(ctx, m.GetListener()))
-	return r, nil
+	return r.WithContext(withListener(ctx, m.GetListener())), nil
 }
 
 func hostOnly(hostport string) string {
