@@ -21,9 +21,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/gctune"
 	"github.com/switchyard-dev/switchyard/kernel"
 	"github.com/switchyard-dev/switchyard/kernel/admin"
 )
+
+// kernelHeapFloor is the most heap the GC tuner lets the kernel grow to
+// between collections under load (internal/gctune).
+const kernelHeapFloor = 64 << 20
 
 // version is set at build time with -ldflags "-X main.version=V".
 var version = ""
@@ -105,6 +110,10 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "switchyard serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	// The kernel's live heap is small and it allocates per request: the
+	// tuner spares it most GC cycles under load (internal/gctune). GOGC in
+	// the environment turns it off.
+	defer gctune.Start(kernelHeapFloor)()
 	opts := kernel.Options{
 		ConfigPath:    *configPath,
 		DataDir:       *data,

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-dev/switchyard/internal/gctune"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -143,6 +144,15 @@ func (c Config) Decode(v any) error {
 	return nil
 }
 
+// HeapFloor bounds the heap Serve lets a Go plugin's process grow to
+// between garbage collections under load: with a live heap of a few MiB,
+// GOGC=100 would collect dozens of times a second. The collector is tuned so
+// that the heap may grow by what about a quarter of a second allocates, up
+// to HeapFloor; at rest, and once the live heap is half of it, GOGC=100
+// applies. GOGC in the plugin's env (the [plugins.NAME] env key) turns the
+// tuning off.
+const HeapFloor = 16 << 20
+
 // Serve runs the plugin until the kernel stops it. It never returns to a
 // plugin started by the kernel; run by hand, it prints that the program is a
 // switchyard plugin and exits with status 1.
@@ -154,6 +164,9 @@ func Serve(p Plugin) {
 	if addr := os.Getenv(PprofEnv); addr != "" {
 		startPprof(addr)
 	}
+	// A plugin's live heap is small and it allocates per call: the tuner
+	// spares it most GC cycles under load. GOGC in its env turns it off.
+	gctune.Start(HeapFloor)
 	if httpAddr, dnsAddr := os.Getenv(StandaloneEnv), os.Getenv(StandaloneDNSEnv); (httpAddr != "" || dnsAddr != "") && os.Getenv(MagicCookieKey) == "" {
 		os.Exit(serveStandalone(p, httpAddr, dnsAddr))
 	}
