@@ -14,6 +14,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/switchyard-dev/switchyard/internal/accept"
+	"github.com/switchyard-dev/switchyard/internal/workpool"
 )
 
 // Dispatcher answers DNS queries for a listener. Implementations are safe
@@ -70,10 +71,11 @@ type Server struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	mu       sync.Mutex
-	servers  []*half       // guarded by mu
-	shutdown bool          // guarded by mu
-	active   int           // handlers running; guarded by mu
-	left     chan struct{} // a handler returned; buffered 1
+	servers  []*half        // guarded by mu
+	shutdown bool           // guarded by mu
+	active   int            // handlers running; guarded by mu
+	left     chan struct{}  // a handler returned; buffered 1
+	workers  *workpool.Pool // where UDP queries are answered
 
 	conns    atomic.Int64
 	accepted atomic.Int64
@@ -101,6 +103,7 @@ func New(cfg Config, d Dispatcher) *Server {
 		d:        d,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		left:     make(chan struct{}, 1),
+		workers:  workpool.New(),
 		idle:     cfg.TCPIdleTimeout,
 		maxConns: accept.Max(cfg.MaxConnections),
 		ctx:      ctx,
@@ -134,7 +137,13 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 	}
 	var halves []*half
 	if pc != nil {
-		halves = append(halves, newHalf(&mdns.Server{PacketConn: pc, Handler: s.handler("udp"), UDPSize: 4096}))
+		// miekg/dns closes its PacketConn once its UDP handlers have
+		// returned, but ours hand the query to a worker and return at
+		// once: the socket stays open until Shutdown has waited for the
+		// workers' answers.
+		h := newHalf(&mdns.Server{PacketConn: keepOpen{pc}, Handler: s.handler("udp"), UDPSize: 4096})
+		h.pc = pc
+		halves = append(halves, h)
 	}
 	if ln != nil {
 		halves = append(halves, newHalf(&mdns.Server{
@@ -210,6 +219,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.cancel()
+	s.workers.Stop()
+	for _, h := range srvs {
+		if h.pc != nil {
+			h.pc.Close()
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -243,9 +258,16 @@ func (s *Server) leave() {
 // half is one of the two miekg/dns servers.
 type half struct {
 	srv     *mdns.Server
-	started chan struct{} // closed once it serves
-	exited  chan struct{} // closed when ActivateAndServe has returned
+	pc      net.PacketConn // the UDP socket, which Shutdown closes; nil for TCP
+	started chan struct{}  // closed once it serves
+	exited  chan struct{}  // closed when ActivateAndServe has returned
 }
+
+// keepOpen is a PacketConn whose Close does nothing: Shutdown closes the
+// socket itself, after the last answer.
+type keepOpen struct{ net.PacketConn }
+
+func (keepOpen) Close() error { return nil }
 
 func newHalf(srv *mdns.Server) *half {
 	h := &half{srv: srv, started: make(chan struct{}), exited: make(chan struct{})}
@@ -253,48 +275,64 @@ func newHalf(srv *mdns.Server) *half {
 	return h
 }
 
-// handler answers one query arriving over transport.
+// handler answers one query arriving over transport. miekg/dns calls it
+// on a fresh goroutine per UDP packet, whose small stack the kernel's call
+// path would grow for every query (16% of the kernel's CPU under dnsperf):
+// a UDP query is answered on a pool worker instead, and the packet's
+// goroutine returns at once (miekg/dns does nothing with a UDP
+// ResponseWriter after its handler). A TCP query is answered in place,
+// since miekg/dns reads the connection's next query, or closes it, when the
+// handler returns.
 func (s *Server) handler(transport string) mdns.Handler {
 	return mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
 		if !s.enter() {
 			return
 		}
-		defer s.leave()
-		defer func() {
-			// miekg/dns does not recover a handler's panic: the whole
-			// kernel would go down with a dispatcher's bug.
-			if p := recover(); p != nil {
-				s.errors.Add(1)
-				s.log.Error("dispatcher panic", "question", question(req), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				s.servfail(w, req)
-			}
-		}()
-		s.requests.Add(1)
-		select {
-		case s.slots <- struct{}{}:
-			defer func() { <-s.slots }()
-		default:
-			s.errors.Add(1)
-			s.servfail(w, req)
+		if transport == "udp" {
+			s.workers.Run(func() { s.serve(w, req, transport) })
 			return
 		}
-		raw, ans, err := s.answer(w, req, transport)
-		if err != nil {
-			s.errors.Add(1)
-			s.log.Warn("query failed", "remote", w.RemoteAddr().String(), "transport", transport,
-				"question", question(req), "error", err)
-			s.servfail(w, req)
-			return
-		}
-		if raw != nil {
-			_, err = w.Write(raw)
-		} else {
-			err = w.WriteMsg(ans)
-		}
-		if err != nil {
-			s.log.Debug("writing the answer", "remote", w.RemoteAddr().String(), "error", err)
-		}
+		s.serve(w, req, transport)
 	})
+}
+
+// serve answers one query; the caller has entered, and serve leaves.
+func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg, transport string) {
+	defer s.leave()
+	defer func() {
+		// miekg/dns does not recover a handler's panic: the whole
+		// kernel would go down with a dispatcher's bug.
+		if p := recover(); p != nil {
+			s.errors.Add(1)
+			s.log.Error("dispatcher panic", "question", question(req), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			s.servfail(w, req)
+		}
+	}()
+	s.requests.Add(1)
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.errors.Add(1)
+		s.servfail(w, req)
+		return
+	}
+	raw, ans, err := s.answer(w, req, transport)
+	if err != nil {
+		s.errors.Add(1)
+		s.log.Warn("query failed", "remote", w.RemoteAddr().String(), "transport", transport,
+			"question", question(req), "error", err)
+		s.servfail(w, req)
+		return
+	}
+	if raw != nil {
+		_, err = w.Write(raw)
+	} else {
+		err = w.WriteMsg(ans)
+	}
+	if err != nil {
+		s.log.Debug("writing the answer", "remote", w.RemoteAddr().String(), "error", err)
+	}
 }
 
 // answer asks the dispatcher and checks what comes back. An answer that

@@ -210,11 +210,10 @@ func TestGarbage(t *testing.T) {
 	}
 }
 
-// TestOverload: queries beyond MaxInFlight get SERVFAIL at once.
-func TestOverload(t *testing.T) {
-	release := make(chan struct{})
-	var entered atomic.Int32
-	ts := startServer(t, Config{MaxInFlight: 1}, handlerDispatcher(func(q *mdns.Msg, _ string) (*mdns.Msg, error) {
+// slowDispatcher answers every query with an empty reply, and holds
+// slow.test.'s until release is closed, counting it in entered.
+func slowDispatcher(release <-chan struct{}, entered *atomic.Int32) Dispatcher {
+	return handlerDispatcher(func(q *mdns.Msg, _ string) (*mdns.Msg, error) {
 		if q.Question[0].Name == "slow.test." {
 			entered.Add(1)
 			<-release
@@ -222,9 +221,23 @@ func TestOverload(t *testing.T) {
 		m := new(mdns.Msg)
 		m.SetReply(q)
 		return m, nil
-	}))
-	defer close(release)
-	go (&mdns.Client{Timeout: 10 * time.Second}).Exchange(query("slow.test.", mdns.TypeA), ts.addr)
+	})
+}
+
+// TestOverload: queries beyond MaxInFlight get SERVFAIL at once.
+func TestOverload(t *testing.T) {
+	release := make(chan struct{})
+	var entered atomic.Int32
+	ts := startServer(t, Config{MaxInFlight: 1}, slowDispatcher(release, &entered))
+	done := make(chan struct{})
+	defer func() {
+		close(release)
+		<-done // the slow query's answer, before the server shuts down
+	}()
+	go func() {
+		defer close(done)
+		_, _, _ = (&mdns.Client{Timeout: 10 * time.Second}).Exchange(query("slow.test.", mdns.TypeA), ts.addr)
+	}()
 	testutil.WaitFor(t, 5*time.Second, "the slow query", func() bool { return entered.Load() == 1 })
 	if r := ts.exchange(t, "udp", query("fast.test.", mdns.TypeA)); r.Rcode != mdns.RcodeServerFailure {
 		t.Errorf("over the limit: %v", r)
@@ -329,4 +342,37 @@ func FuzzPackets(f *testing.F) {
 			t.Fatalf("answer id %x to a packet with id %x", buf[:min(n, 2)], pkt[:2])
 		}
 	})
+}
+
+// TestShutdownAnswersInFlight: a UDP query being answered when Shutdown
+// begins still gets its answer before the socket closes, as an upgrade's
+// drain needs; Shutdown waits for it.
+func TestShutdownAnswersInFlight(t *testing.T) {
+	release := make(chan struct{})
+	var entered atomic.Int32
+	ts := startServer(t, Config{}, slowDispatcher(release, &entered))
+	ts.exchange(t, "udp", query("warm.test.", mdns.TypeA))
+	type result struct {
+		r   *mdns.Msg
+		err error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		r, _, err := (&mdns.Client{Timeout: 10 * time.Second}).Exchange(query("slow.test.", mdns.TypeA), ts.addr)
+		answered <- result{r, err}
+	}()
+	testutil.WaitFor(t, 5*time.Second, "the slow query", func() bool { return entered.Load() == 1 })
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(context.Background()) }()
+	// Let Shutdown reach its wait for the query; the answer is checked
+	// whichever comes first.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	res := <-answered
+	if res.err != nil || res.r.Rcode != mdns.RcodeSuccess {
+		t.Errorf("the query in flight at Shutdown: %v, %v", res.r, res.err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/workpool"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -25,7 +26,7 @@ type callStream struct {
 	calls map[uint64]*call // guarded by mu
 
 	wg      sync.WaitGroup // one per running call
-	workers *pool          // the goroutines calls run on
+	workers *workpool.Pool // the goroutines calls run on
 }
 
 // callsStream is what calls arrive on: a gRPC Calls stream, or a framed
@@ -51,7 +52,7 @@ func newCallStream(svc *service, stream callsStream, parent context.Context) *ca
 		ctx:        ctx,
 		cancel:     cancel,
 		calls:      make(map[uint64]*call),
-		workers:    newPool(),
+		workers:    workpool.New(),
 	}
 }
 
@@ -60,7 +61,7 @@ func newCallStream(svc *service, stream callsStream, parent context.Context) *ca
 // replies; on a broken stream they are cancelled. run returns once every call
 // goroutine has exited.
 func (s *callStream) run() error {
-	defer s.workers.stop()
+	defer s.workers.Stop()
 	defer s.cancel()
 	for {
 		m, err := s.stream.Recv()
@@ -172,7 +173,7 @@ func (s *callStream) end(c *call) {
 func (s *callStream) startSingle(id uint64, timeoutNS int64, serve func(*call) (*proto.Reply, error)) {
 	c := s.begin(id, timeoutNS, 0, false, nil)
 	s.wg.Add(1)
-	s.workers.run(func() {
+	s.workers.Run(func() {
 		defer s.wg.Done()
 		defer s.end(c)
 		r, err := serve(c)

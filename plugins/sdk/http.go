@@ -29,7 +29,7 @@ func (s *callStream) startHTTP(id uint64, timeoutNS int64, m *proto.HTTPRequest)
 	}
 	c := s.begin(id, timeoutNS, m.GetCredit(), !m.GetBodyEnd(), m.GetBody())
 	s.wg.Add(1)
-	s.workers.run(func() {
+	s.workers.Run(func() {
 		defer s.wg.Done()
 		defer s.end(c)
 		s.serveHTTP(c, h, m)
