@@ -73,7 +73,7 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	}
 	s.errs.Add(1)
 	if errors.Is(err, host.ErrAborted) {
-		s.log.Warn("response cut off", "listener", listener, "uri", r.RequestURI, "error", err)
+		s.callLog.Warn("response cut off", "listener", listener, "uri", r.RequestURI, "error", err)
 		panic(http.ErrAbortHandler)
 	}
 	code := host.StatusFor(err)
@@ -83,7 +83,7 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	}
-	s.log.Warn("call failed", "listener", listener, "method", r.Method, "uri", r.RequestURI, "status", code,
+	s.callLog.Warn("call failed", "listener", listener, "method", r.Method, "uri", r.RequestURI, "status", code,
 		"error", err, "call_timeout", cfg.CallTimeout.D())
 	h := w.Header()
 	clear(h)
@@ -190,7 +190,7 @@ func (s *slot) serveDNS(ctx context.Context, q dnsl.Query, listener string) ([]b
 	})
 	if err != nil {
 		s.errs.Add(1)
-		s.log.Warn("dns call failed", "listener", listener, "remote", hq.RemoteAddr, "transport", q.Transport,
+		s.callLog.Warn("dns call failed", "listener", listener, "remote", hq.RemoteAddr, "transport", q.Transport,
 			"error", err, "call_timeout", cfg.CallTimeout.D())
 		return nil, err
 	}

@@ -85,7 +85,7 @@ func (s *slot) serveLine(ctx context.Context, c *line.Conn, ev line.Event) (line
 	})
 	if err != nil {
 		s.errs.Add(1)
-		s.log.Warn("line event failed", "listener", c.Listener, "conn", c.ID, "event", ev.Kind.String(),
+		s.callLog.Warn("line event failed", "listener", c.Listener, "conn", c.ID, "event", ev.Kind.String(),
 			"error", err, "call_timeout", cfg.CallTimeout.D())
 		var reply line.Reply
 		s.mu.Lock()

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,5 +277,66 @@ func TestClientGoneEndsCall(t *testing.T) {
 	}
 	if p := tk.plugin("probe"); p.Errors != 0 || p.Restarts != 0 {
 		t.Errorf("a client hanging up counted against the plugin: %+v", p)
+	}
+}
+
+// TestCallFailureLogLimit: a plugin failing every request of a flood does
+// not make the kernel log every failure: past a burst of callLogBurst, at
+// most callLogRate records a second pass, and the dropped ones are counted
+// in reports. ctl plugins still counts every failure.
+func TestCallFailureLogLimit(t *testing.T) {
+	tk := startKernel(t, faultConfig(""), map[string]string{"probe": probeBin(t, "v1")})
+	// The handler sends its head and then panics: the kernel cuts the
+	// response off and logs it, for every request.
+	url := tk.url("web") + "/panic?after=head"
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	const clients, each = 16, 150 // 2,400 failures: over the burst of 1,000
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	var cut atomic.Int64
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, _, err := get(c, url); err != nil {
+					cut.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(t0)
+	if n := cut.Load(); n != clients*each {
+		t.Fatalf("%d of %d responses were cut off", n, clients*each)
+	}
+	logged := len(tk.logLines("\"response cut off\""))
+	allowed := callLogBurst + int(took.Seconds()*callLogRate) + 1
+	t.Logf("%d failures in %v: %d logged (at most %d allowed)", clients*each, took.Round(time.Millisecond), logged, allowed)
+	if logged > allowed {
+		t.Errorf("%d failures logged in %v, more than the limit allows (%d)", logged, took, allowed)
+	}
+	if clients*each <= allowed {
+		t.Fatalf("the flood (%d in %v) was too slow to reach the limit; the test tested nothing", clients*each, took)
+	}
+	// The next failure that passes reports the last drops. Every failure
+	// is either logged or counted in a report.
+	time.Sleep(50 * time.Millisecond)
+	if _, _, err := get(c, url); err == nil {
+		t.Fatal("after the flood: the response was not cut off")
+	}
+	dropped := 0
+	for _, l := range tk.logLines("\"call failures over the log's rate limit: records dropped\"") {
+		var n int
+		if _, err := fmt.Sscanf(l[strings.Index(l, " dropped=")+1:], "dropped=%d", &n); err != nil {
+			t.Fatalf("report %q: %v", l, err)
+		}
+		dropped += n
+	}
+	if logged := len(tk.logLines("\"response cut off\"")); logged+dropped != clients*each+1 {
+		t.Errorf("%d failures logged and %d reported dropped, want %d in all", logged, dropped, clients*each+1)
+	}
+	if p := tk.plugin("probe"); p.Errors < clients*each {
+		t.Errorf("ctl plugins counts %d errors, want at least %d", p.Errors, clients*each)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/loglimit"
 	"github.com/switchyard-dev/switchyard/kernel/config"
 	"github.com/switchyard-dev/switchyard/plugins/host"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
@@ -60,6 +61,10 @@ type slot struct {
 	k    *Kernel
 	name string
 	log  *slog.Logger
+	// callLog is log for the failure of one call (a request, a query, a
+	// line event): rate-limited, since a plugin that is down under load
+	// fails tens of thousands of calls a second.
+	callLog *slog.Logger
 
 	ctx    context.Context // cancelled when the slot stops
 	cancel context.CancelFunc
@@ -103,12 +108,22 @@ type slot struct {
 	latency callLatency // of calls, by kind (metrics.go)
 }
 
+// callLogRate and callLogBurst bound the records of failed calls a slot
+// logs; the rest are counted (and every call is counted in ctl plugins and
+// the metrics whatever the log says).
+const (
+	callLogRate  = 100
+	callLogBurst = 1000
+)
+
 func newSlot(k *Kernel, cfg *config.Plugin) *slot {
 	ctx, cancel := context.WithCancel(context.Background())
+	log := k.log.With("plugin", cfg.Name)
 	return &slot{
 		k:       k,
 		name:    cfg.Name,
-		log:     k.log.With("plugin", cfg.Name),
+		log:     log,
+		callLog: loglimit.Logger(log, loglimit.New(callLogRate, callLogBurst), "call failures over the log's rate limit: records dropped"),
 		ctx:     ctx,
 		cancel:  cancel,
 		kick:    make(chan struct{}, 1),

@@ -14,6 +14,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/switchyard-dev/switchyard/internal/accept"
+	"github.com/switchyard-dev/switchyard/internal/loglimit"
 	"github.com/switchyard-dev/switchyard/internal/workpool"
 )
 
@@ -64,6 +65,7 @@ type Stats struct {
 type Server struct {
 	name     string
 	log      *slog.Logger
+	queryLog *slog.Logger // log for one query's failure, rate-limited
 	d        Dispatcher
 	slots    chan struct{} // in-flight queries
 	idle     time.Duration
@@ -97,9 +99,11 @@ func New(cfg Config, d Dispatcher) *Server {
 		cfg.TCPIdleTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log = log.With("listener", cfg.Name, "protocol", "dns")
 	return &Server{
 		name:     cfg.Name,
-		log:      log.With("listener", cfg.Name, "protocol", "dns"),
+		log:      log,
+		queryLog: loglimit.Logger(log, loglimit.New(100, 1000), "query failures over the log's rate limit: records dropped"),
 		d:        d,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		left:     make(chan struct{}, 1),
@@ -320,7 +324,7 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg, transport string) {
 	raw, ans, err := s.answer(w, req, transport)
 	if err != nil {
 		s.errors.Add(1)
-		s.log.Warn("query failed", "remote", w.RemoteAddr().String(), "transport", transport,
+		s.queryLog.Warn("query failed", "remote", w.RemoteAddr().String(), "transport", transport,
 			"question", question(req), "error", err)
 		s.servfail(w, req)
 		return
