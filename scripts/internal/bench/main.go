@@ -366,7 +366,9 @@ plugin = "zone"
 	// In place: the running version's file rewritten (the kernel runs a
 	// snapshot, so this is allowed), timed from the end of the last write.
 	for i := range swaps / 2 {
-		v := versions[i%2]
+		// Continue the alternation, so that each rewrite brings the
+		// version that is not running, whatever the count of renames.
+		v := versions[(swaps+i)%2]
 		b, err := os.ReadFile(alt[v])
 		if err != nil {
 			return err
@@ -554,13 +556,23 @@ func waitAnswer(url, want string, d time.Duration) error {
 	}
 }
 
+// freePort returns a loopback port free for both TCP and UDP at the time of
+// asking: the DNS runs listen on both.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no loopback port free for both TCP and UDP")
 }
 
 func copyFile(src, dst string) error {
