@@ -167,7 +167,7 @@ func (t *tuner) tune() (was, now int) {
 	mu.Lock()
 	defer mu.Unlock()
 	was = t.last
-	if running != t || t.stopped.Load() {
+	if t.stopped.Load() { // set under mu whenever t stops being the running tuner
 		return was, was
 	}
 	live, rate := t.look()
@@ -196,12 +196,9 @@ func uint64Of(s metrics.Sample) uint64 {
 	return s.Value.Uint64()
 }
 
-// setLocked applies p unless t was stopped; a change of less than a tenth
-// is not worth the pacer's recomputation. The caller holds mu.
+// setLocked applies p; a change of less than a tenth is not worth the
+// pacer's recomputation. The caller holds mu and has checked that t runs.
 func (t *tuner) setLocked(p int) {
-	if running != t || t.stopped.Load() {
-		return
-	}
 	if t.last != 0 && p*10 > t.last*9 && p*10 < t.last*11 {
 		return
 	}
