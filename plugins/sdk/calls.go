@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -16,14 +17,15 @@ import (
 type callStream struct {
 	svc    *service
 	stream callsStream
-	ctx    context.Context // cancelled when the stream ends
-	cancel context.CancelFunc
+	base   context.Context // the calls' values come from it; never done
+	stop   func() bool     // stops cancelling the calls when the stream's context ends
 
 	sendMu     sync.Mutex // one sender at a time, unless concurrent
 	concurrent bool       // stream takes whole messages from many goroutines (proto.FramedConn)
 
-	mu    sync.Mutex
-	calls map[uint64]*call // guarded by mu
+	mu     sync.Mutex
+	calls  map[uint64]*call // guarded by mu
+	broken bool             // the calls were cancelled: calls begun now start cancelled; guarded by mu
 
 	wg      sync.WaitGroup // one per running call
 	workers *workpool.Pool // the goroutines calls run on
@@ -44,15 +46,31 @@ func isConcurrent(stream callsStream) bool {
 
 // newCallStream serves stream; parent ends with the stream.
 func newCallStream(svc *service, stream callsStream, parent context.Context) *callStream {
-	ctx, cancel := context.WithCancel(parent)
-	return &callStream{
+	s := &callStream{
 		concurrent: isConcurrent(stream),
 		svc:        svc,
 		stream:     stream,
-		ctx:        ctx,
-		cancel:     cancel,
+		base:       context.WithoutCancel(parent),
 		calls:      make(map[uint64]*call),
 		workers:    workpool.New(),
+	}
+	// The calls are not children of parent, which would register each
+	// with it under one lock; the stream cancels them itself.
+	s.stop = context.AfterFunc(parent, func() { s.cancelCalls(context.Cause(parent)) })
+	return s
+}
+
+// cancelCalls cancels every call in flight with cause.
+func (s *callStream) cancelCalls(cause error) {
+	s.mu.Lock()
+	calls := make([]*call, 0, len(s.calls))
+	for _, c := range s.calls {
+		calls = append(calls, c)
+	}
+	s.broken = true
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.cancel(cause)
 	}
 }
 
@@ -62,7 +80,7 @@ func newCallStream(svc *service, stream callsStream, parent context.Context) *ca
 // goroutine has exited.
 func (s *callStream) run() error {
 	defer s.workers.Stop()
-	defer s.cancel()
+	defer s.stop()
 	for {
 		m, err := s.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -70,7 +88,7 @@ func (s *callStream) run() error {
 			return nil
 		}
 		if err != nil {
-			s.cancel()
+			s.cancelCalls(fmt.Errorf("sdk: calls stream broken: %w", err))
 			s.wg.Wait()
 			return err
 		}
@@ -130,27 +148,24 @@ func (s *callStream) lookup(id uint64) *call {
 // call's request body arrives in Body frames after the first one, which
 // carried first.
 func (s *callStream) begin(id uint64, timeoutNS int64, credit uint32, streamed bool, first []byte) *call {
-	ctx, cancelTimeout := s.ctx, context.CancelFunc(func() {})
-	if timeoutNS > 0 {
-		ctx, cancelTimeout = context.WithTimeout(ctx, time.Duration(timeoutNS))
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx := newCallCtx(s.base, time.Duration(timeoutNS), s.svc.currentHost())
 	c := &call{
 		id:     id,
-		ctx:    withHost(ctx, s.svc.currentHost()),
+		ctx:    ctx,
+		cctx:   ctx,
 		credit: int64(credit),
 		wake:   make(chan struct{}, 1),
-	}
-	c.cancel = func(cause error) {
-		cancel(cause)
-		cancelTimeout()
 	}
 	if streamed {
 		c.body = newBodyPipe(c.ctx, first)
 	}
 	s.mu.Lock()
 	s.calls[id] = c
+	broken := s.broken
 	s.mu.Unlock()
+	if broken {
+		c.cancel(errors.New("sdk: calls stream broken"))
+	}
 	return c
 }
 
@@ -203,15 +218,18 @@ func failure(id uint64, msg string) *proto.Reply {
 
 // call is one request in flight in the plugin.
 type call struct {
-	id     uint64
-	ctx    context.Context
-	cancel func(cause error)
-	body   *bodyPipe // nil when the whole body came with the first frame
+	id   uint64
+	ctx  context.Context // cctx
+	cctx *callCtx
+	body *bodyPipe // nil when the whole body came with the first frame
 
 	mu     sync.Mutex
 	credit int64         // response bytes the kernel will accept; guarded by mu
 	wake   chan struct{} // signalled when credit grows
 }
+
+// cancel ends the call's context with cause.
+func (c *call) cancel(cause error) { c.cctx.cancel(cause) }
 
 func (c *call) addCredit(n int64) {
 	c.mu.Lock()

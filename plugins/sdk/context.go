@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
 )
 
 type listenerKey struct{}
@@ -17,13 +16,6 @@ func ListenerFrom(ctx context.Context) string {
 	return s
 }
 
-func withListener(ctx context.Context, name string) context.Context {
-	if name == "" {
-		return ctx
-	}
-	return context.WithValue(ctx, listenerKey{}, name)
-}
-
 // addr is a net.Addr the kernel reported as a string.
 type addr struct{ network, s string }
 
@@ -32,11 +24,9 @@ func (a addr) String() string  { return a.s }
 
 var _ net.Addr = addr{}
 
-// contextWithLocalAddr stores the kernel's local address of the client's
-// connection where net/http keeps it (http.LocalAddrContextKey).
-func contextWithLocalAddr(ctx context.Context, s string) context.Context {
-	return context.WithValue(ctx, http.LocalAddrContextKey, net.Addr(addr{network: "tcp", s: s}))
-}
+// localAddr is the kernel's local address of the client's connection, as
+// net/http keeps it under http.LocalAddrContextKey.
+func localAddr(s string) net.Addr { return addr{network: "tcp", s: s} }
 
 // bytesBody is a request body that arrived whole with the request.
 type bytesBody struct{ *bytes.Reader }

@@ -53,10 +53,6 @@ func HostFrom(ctx context.Context) *Host {
 	return newHost("", 0, nil, slog.LevelInfo)
 }
 
-func withHost(ctx context.Context, h *Host) context.Context {
-	return context.WithValue(ctx, hostKey{}, h)
-}
-
 // logHandler is a slog.Handler that sends records to the kernel's Host.Log.
 type logHandler struct {
 	client   proto.HostClient

@@ -109,10 +109,10 @@ func newRequest(c *call, m *proto.HTTPRequest) (*http.Request, error) {
 	if m.GetTls() {
 		r.TLS = &tls.ConnectionState{HandshakeComplete: true, ServerName: hostOnly(r.Host)}
 	}
-	ctx := c.ctx
 	if la := m.GetLocalAddr(); la != "" {
-		ctx = contextWithLocalAddr(ctx, la)
+		c.cctx.local = localAddr(la)
 	}
+	c.cctx.listener = m.GetListener()
 	switch {
 	case c.body != nil:
 		r.Body = c.body
@@ -121,7 +121,7 @@ func newRequest(c *call, m *proto.HTTPRequest) (*http.Request, error) {
 	default:
 		r.Body = http.NoBody
 	}
-	return r.WithContext(withListener(ctx, m.GetListener())), nil
+	return r.WithContext(c.ctx), nil
 }
 
 func hostOnly(hostport string) string {
