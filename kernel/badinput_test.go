@@ -312,6 +312,20 @@ func TestBadInputHTTP(t *testing.T) {
 	}
 }
 
+// TestHeaderNotUTF8 sends header values that are not UTF-8, which HTTP
+// allows (obs-text, RFC 9110 §5.5): they must reach the plugin, and come
+// back in its answer, byte for byte. (Protocol Buffers' strings must be
+// UTF-8, and proto.Marshal refused such a request with a 502.)
+func TestHeaderNotUTF8(t *testing.T) {
+	tk := startBad(t)
+	for _, v := range []string{"caf\xe9", "\xff\xfe", "ok \xc3\xa9 then \xc3"} {
+		got := sendRaw(t, tk.bound("web"), []byte("GET /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Echo: "+v+"\r\n\r\n"), false)
+		if code := httpStatus(got); code != 200 || !bytes.Contains(got, []byte("\r\nX-Echo: "+v+"\r\n")) {
+			t.Errorf("X-Echo %q: answered %q", v, clip(got))
+		}
+	}
+}
+
 func TestBadInputSCGI(t *testing.T) {
 	tk := startBad(t)
 	rng := badRand(t)

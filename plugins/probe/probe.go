@@ -219,7 +219,9 @@ type Echo struct {
 	Listener         string              `json:"listener"`
 }
 
-// echo answers with the request it saw.
+// echo answers with the request it saw, as JSON, and with the values of
+// its X-Echo header, byte for byte, in its own X-Echo header (JSON would
+// mend bytes that are not UTF-8).
 func (p *probe) echo(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -246,6 +248,9 @@ func (p *probe) echo(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Probe", p.id())
+	if vs := r.Header.Values("X-Echo"); len(vs) > 0 {
+		w.Header()["X-Echo"] = vs
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(e)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +38,21 @@ const gatherBelow = 16 << 10
 // ErrFrameTooLarge is returned for a message whose encoding is larger than
 // the connection's limit, and breaks a connection that receives one.
 var ErrFrameTooLarge = errors.New("proto: frame larger than the limit")
+
+// vtMarshaler and vtUnmarshaler are the methods vtprotobuf generates for
+// every message of this package (switchyard_vtproto.pb.go): marshalling
+// code per message, without the reflection of proto.Marshal, which the
+// framed connections use for the messages that have it. Unlike
+// proto.Marshal and proto.Unmarshal they do not insist that string fields
+// hold UTF-8, which HTTP header values need not be.
+type vtMarshaler interface {
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
+}
+
+type vtUnmarshaler interface {
+	UnmarshalVT([]byte) error
+}
 
 // FramedConn carries protobuf messages on a stream socket, each as a
 // four-byte big-endian length and then the message's encoding: Out messages
@@ -100,17 +116,29 @@ func (c *FramedConn[Out, In]) Send(m Out) error {
 		return errors.New("proto: framed connection closed for sending")
 	}
 	start := len(c.queued)
-	b, err := proto.MarshalOptions{}.MarshalAppend(append(c.queued, 0, 0, 0, 0), m)
-	if err != nil {
-		c.queued = c.queued[:start]
-		return err
+	var b []byte
+	if vm, ok := any(m).(vtMarshaler); ok {
+		n := vm.SizeVT()
+		if n > c.max {
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
+		}
+		b = slices.Grow(c.queued, 4+n)[:start+4+n]
+		if _, err := vm.MarshalToSizedBufferVT(b[start+4:]); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		b, err = proto.MarshalOptions{}.MarshalAppend(append(c.queued, 0, 0, 0, 0), m)
+		if err != nil {
+			c.queued = c.queued[:start]
+			return err
+		}
+		if n := len(b) - start - 4; n > c.max {
+			c.queued = b[:start]
+			return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
+		}
 	}
-	n := len(b) - start - 4
-	if n > c.max {
-		c.queued = b[:start]
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
-	}
-	binary.BigEndian.PutUint32(b[start:], uint32(n))
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	c.queued = b
 	if start == 0 {
 		c.more.Signal()
@@ -228,7 +256,13 @@ func (c *FramedConn[Out, In]) Recv() (In, error) {
 		return zero, fmt.Errorf("proto: framed read: truncated message: %w", err)
 	}
 	m := c.newIn()
-	if err := proto.Unmarshal(b, m); err != nil {
+	var err error
+	if vm, ok := any(m).(vtUnmarshaler); ok {
+		err = vm.UnmarshalVT(b)
+	} else {
+		err = proto.Unmarshal(b, m)
+	}
+	if err != nil {
 		return zero, fmt.Errorf("proto: framed read: %w", err)
 	}
 	// A buffer a huge message grew is not kept.
