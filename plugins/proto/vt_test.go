@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"net/http"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -122,4 +124,31 @@ func FuzzVTUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCopyHTTPHeader(t *testing.T) {
+	if CopyHTTPHeader(nil) != nil || CopyHTTPHeader(http.Header{}) != nil {
+		t.Error("an empty header is not nil on the wire")
+	}
+	h := http.Header{"A": {"1", "2"}, "B": {"3"}, "Empty": {}}
+	hs := CopyHTTPHeader(h)
+	h["A"][0] = "changed"
+	h["B"] = append(h["B"], "4")
+	got := ToHTTPHeader(hs)
+	want := http.Header{"A": {"1", "2"}, "B": {"3"}, "Empty": {}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, vs := range want {
+		if !slices.Equal(got[k], vs) {
+			t.Errorf("%s: got %q, want %q", k, got[k], vs)
+		}
+	}
+	// Appending to one field's values must not run into the next's.
+	got["A"] = append(got["A"], "3")
+	for _, f := range hs {
+		if f.Name == "B" && f.Values[0] != "3" {
+			t.Errorf("an append to A's values overwrote B's: %q", f.Values)
+		}
+	}
 }

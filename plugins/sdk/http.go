@@ -200,21 +200,22 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.wroteHeader = true
-	for _, v := range w.header.Values("Trailer") {
+	// The keys as Header.Values and Get would canonicalize them.
+	for _, v := range w.header["Trailer"] {
 		for _, name := range strings.Split(v, ",") {
 			if name = textproto.TrimString(name); name != "" {
 				w.trailers = append(w.trailers, http.CanonicalHeaderKey(name))
 			}
 		}
 	}
-	if cl := w.header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+	if cl := w.header["Content-Length"]; len(cl) > 0 && cl[0] != "" {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
 			w.contentLength = n
 		}
 	}
 	// The handler may change its header map later (to set trailers); the
 	// head keeps what it was now.
-	w.head = proto.FromHTTPHeader(w.header.Clone())
+	w.head = proto.CopyHTTPHeader(w.header)
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
