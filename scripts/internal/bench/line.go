@@ -285,11 +285,28 @@ plugin = "smtp"
 	}
 	defer stopEcho()
 	lineRoundTrips("warm-up", laddr, true, 50, 2*time.Second)
-	res.Line = []LineResult{
-		lineRoundTrips("line echo through probe", laddr, true, 50, d),
-		lineRoundTrips("line echo in-process", eaddr, false, 50, d),
+	var runs [2][]LineResult
+	res.LineRatioRounds, err = alternate(d, func(side int, d time.Duration) (float64, error) {
+		r := [2]func() LineResult{
+			func() LineResult { return lineRoundTrips("line echo through probe", laddr, true, 50, d) },
+			func() LineResult { return lineRoundTrips("line echo in-process", eaddr, false, 50, d) },
+		}[side]()
+		runs[side] = append(runs[side], r)
+		return r.PerSec, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	res.LineRatio = res.Line[0].PerSec / res.Line[1].PerSec
+	for _, rs := range runs {
+		m := LineResult{Name: rs[0].Name}
+		for _, r := range rs {
+			m.RoundTrips += r.RoundTrips
+			m.Errors += r.Errors
+			m.PerSec += r.PerSec / float64(len(rs))
+		}
+		res.Line = append(res.Line, m)
+	}
+	res.LineRatio = median(res.LineRatioRounds)
 
 	if _, err := exec.LookPath("smtp-source"); err == nil {
 		sinkAddr, err := smtpSink(kctx)
@@ -324,11 +341,12 @@ plugin = "smtp"
 
 // LineResults are the line-protocol measurements.
 type LineResults struct {
-	Line      []LineResult `json:"line"`
-	LineRatio float64      `json:"line_ratio"`
-	SMTP      []SMTPResult `json:"smtp,omitempty"`
-	SMTPRatio float64      `json:"smtp_ratio,omitempty"`
-	Idle      IdleResult   `json:"idle"`
+	Line            []LineResult `json:"line"`
+	LineRatio       float64      `json:"line_ratio"` // the median of LineRatioRounds
+	LineRatioRounds []float64    `json:"line_ratio_rounds"`
+	SMTP            []SMTPResult `json:"smtp,omitempty"`
+	SMTPRatio       float64      `json:"smtp_ratio,omitempty"`
+	Idle            IdleResult   `json:"idle"`
 }
 
 // waitLine dials addr until it greets with a line containing want.

@@ -27,7 +27,8 @@ import (
 )
 
 func main() {
-	duration := flag.Duration("duration", 10*time.Second, "wrk run length")
+	duration := flag.Duration("duration", 10*time.Second, "how long each side of a comparison runs in all, over its rounds")
+	flag.IntVar(&rounds, "rounds", 5, "rounds each comparison is split into, alternating which side goes first")
 	conns := flag.Int("conns", 50, "wrk connections")
 	threads := flag.Int("threads", 2, "wrk threads")
 	swaps := flag.Int("swaps", 20, "hot swaps to time")
@@ -53,19 +54,24 @@ func main() {
 type Results struct {
 	Machine string      `json:"machine"`
 	HTTP    []WrkResult `json:"http"`
-	Ratio   float64     `json:"http_ratio"` // plugin req/s over in-process req/s
-	SCGI    []WrkResult `json:"scgi,omitempty"`
+	// Ratio is the median of RatioRounds, each round's plugin req/s over
+	// its in-process req/s.
+	Ratio       float64     `json:"http_ratio"`
+	RatioRounds []float64   `json:"http_ratio_rounds"`
+	SCGI        []WrkResult `json:"scgi,omitempty"`
 	// SCGIRatio is nginx → kernel → plugin req/s over nginx → in-process
 	// responder req/s.
-	SCGIRatio float64 `json:"scgi_ratio,omitempty"`
+	SCGIRatio       float64   `json:"scgi_ratio,omitempty"`
+	SCGIRatioRounds []float64 `json:"scgi_ratio_rounds,omitempty"`
 	// Bodies are probe's /big of 1 and 16 KiB, through the plugin and
 	// in-process.
 	Bodies []BodyResult `json:"bodies,omitempty"`
 	// DNS is dnsperf against zone through the kernel and in-process;
 	// DNSRatio the first's queries/s over the second's.
-	DNS      []DNSResult `json:"dns,omitempty"`
-	DNSRatio float64     `json:"dns_ratio,omitempty"`
-	Swap     SwapResult  `json:"swap"`
+	DNS            []DNSResult `json:"dns,omitempty"`
+	DNSRatio       float64     `json:"dns_ratio,omitempty"`
+	DNSRatioRounds []float64   `json:"dns_ratio_rounds,omitempty"`
+	Swap           SwapResult  `json:"swap"`
 	// InPlace times swaps by rewriting the executable in place, from the
 	// end of the last write (which includes the watcher's debounce).
 	InPlace SwapResult `json:"swap_in_place"`
@@ -82,7 +88,8 @@ type options struct {
 	smtp     int             // messages per smtp-source run
 }
 
-// WrkResult is one wrk run.
+// WrkResult is one wrk run, or the runs of one side of a comparison:
+// requests/s their mean, p50 and p99 the median of theirs.
 type WrkResult struct {
 	Name        string  `json:"name"`
 	RequestsSec float64 `json:"requests_per_sec"`
@@ -94,9 +101,10 @@ type WrkResult struct {
 
 // BodyResult compares one body size through the plugin and in-process.
 type BodyResult struct {
-	Bytes int         `json:"bytes"`
-	Runs  []WrkResult `json:"runs"`
-	Ratio float64     `json:"ratio"`
+	Bytes       int         `json:"bytes"`
+	Runs        []WrkResult `json:"runs"`
+	Ratio       float64     `json:"ratio"`
+	RatioRounds []float64   `json:"ratio_rounds"`
 }
 
 // SwapResult times hot swaps.
@@ -277,27 +285,22 @@ plugin = "zone"
 		}
 	}
 
-	// Warm both up, then measure each.
+	// Warm both up, then measure them in alternation.
 	for _, u := range []string{kurl, burl} {
 		if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
 			return err
 		}
 	}
-	k, err := wrk(kurl, "hello through the plugin", duration, conns, threads)
-	if err != nil {
+	var p wrkPair
+	if p, err = wrkAlternate([2]string{kurl, burl}, [2]string{"hello through the plugin", "hello in-process (net/http)"}, duration, conns, threads); err != nil {
 		return err
 	}
-	b, err := wrk(burl, "hello in-process (net/http)", duration, conns, threads)
-	if err != nil {
-		return err
-	}
-	res.HTTP = []WrkResult{k, b}
-	res.Ratio = k.RequestsSec / b.RequestsSec
+	res.HTTP, res.Ratio, res.RatioRounds = p.runs, p.ratio, p.rounds
 
-	if res.SCGI, err = benchSCGI(ctx, tmp, duration, conns, threads); err != nil {
+	if p, err = benchSCGI(ctx, tmp, duration, conns, threads); err != nil {
 		return err
 	}
-	res.SCGIRatio = res.SCGI[0].RequestsSec / res.SCGI[1].RequestsSec
+	res.SCGI, res.SCGIRatio, res.SCGIRatioRounds = p.runs, p.ratio, p.rounds
 
 	// Bodies of 1 and 16 KiB: probe's /big through the kernel and in-process.
 	for _, n := range []int{1 << 10, 16 << 10} {
@@ -305,44 +308,45 @@ plugin = "zone"
 			fmt.Sprintf("http://127.0.0.1:%d/big?bytes=%d", ports[0], n),
 			fmt.Sprintf("http://127.0.0.1:%d/big?bytes=%d", ports[1], n),
 		}
-		var runs [2]WrkResult
-		for i, u := range urls {
+		for _, u := range urls {
 			if err := waitAnswer(u, "0123456789abcdef", 30*time.Second); err != nil {
 				return err
 			}
 			if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
 				return err
 			}
-			name := fmt.Sprintf("probe %d KiB body through the plugin", n>>10)
-			if i == 1 {
-				name = fmt.Sprintf("probe %d KiB body in-process (net/http)", n>>10)
-			}
-			if runs[i], err = wrk(u, name, duration, conns, threads); err != nil {
-				return err
-			}
 		}
-		res.Bodies = append(res.Bodies, BodyResult{Bytes: n, Runs: runs[:], Ratio: runs[0].RequestsSec / runs[1].RequestsSec})
+		names := [2]string{
+			fmt.Sprintf("probe %d KiB body through the plugin", n>>10),
+			fmt.Sprintf("probe %d KiB body in-process (net/http)", n>>10),
+		}
+		if p, err = wrkAlternate([2]string(urls), names, duration, conns, threads); err != nil {
+			return err
+		}
+		res.Bodies = append(res.Bodies, BodyResult{Bytes: n, Runs: p.runs, Ratio: p.ratio, RatioRounds: p.rounds})
 	}
 
 	// DNS: zone through the kernel against zone in-process with miekg/dns.
 	if _, err := exec.LookPath("dnsperf"); err != nil {
 		return errors.New("dnsperf is not installed (Debian: apt-get install dnsperf)")
 	}
-	for i, port := range []int{ports[2], ports[3]} {
+	dnsPorts := [2]int{ports[2], ports[3]}
+	for _, port := range dnsPorts {
 		if err := waitDNS(port, 30*time.Second); err != nil {
 			return err
 		}
-		name := "zone through the plugin"
-		if i == 1 {
-			name = "zone in-process (miekg/dns)"
-		}
-		r, err := dnsperf(tmp, port, name, duration)
-		if err != nil {
-			return err
-		}
-		res.DNS = append(res.DNS, r)
 	}
-	res.DNSRatio = res.DNS[0].QPS / res.DNS[1].QPS
+	var dns [2][]DNSResult
+	res.DNSRatioRounds, err = alternate(duration, func(side int, d time.Duration) (float64, error) {
+		r, err := dnsperf(tmp, dnsPorts[side], [2]string{"zone through the plugin", "zone in-process (miekg/dns)"}[side], d)
+		dns[side] = append(dns[side], r)
+		return r.QPS, err
+	})
+	if err != nil {
+		return err
+	}
+	res.DNS = []DNSResult{mergeDNS(dns[0]), mergeDNS(dns[1])}
+	res.DNSRatio = median(res.DNSRatioRounds)
 
 	versions := []string{"bench-b", "bench-a"}
 	for i := range swaps {
@@ -421,7 +425,7 @@ func report(w io.Writer, r Results, d time.Duration, conns int) {
 }
 
 func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
-	fmt.Fprintf(w, "wrk: %d keep-alive connections, %v per run\n\n", conns, d)
+	fmt.Fprintf(w, "wrk: %d keep-alive connections, %v per side in %d rounds that alternate which side goes first\n\n", conns, d, rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tREQ/S\tP50\tP99\tREQUESTS\tERRORS")
 	for _, h := range r.HTTP {
@@ -436,21 +440,22 @@ func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nratio HTTP plugin/in-process: %.2f (p99 %.2fms vs %.2fms)\n", r.Ratio, r.HTTP[0].P99ms, r.HTTP[1].P99ms)
+	fmt.Fprintf(w, "\nratios are the median of the rounds' (in brackets)\n")
+	fmt.Fprintf(w, "ratio HTTP plugin/in-process: %.2f %s (p99 %.2fms vs %.2fms)\n", r.Ratio, roundsString(r.RatioRounds), r.HTTP[0].P99ms, r.HTTP[1].P99ms)
 	for _, b := range r.Bodies {
-		fmt.Fprintf(w, "ratio HTTP %d KiB body plugin/in-process: %.2f (p99 %.2fms vs %.2fms)\n", b.Bytes>>10, b.Ratio, b.Runs[0].P99ms, b.Runs[1].P99ms)
+		fmt.Fprintf(w, "ratio HTTP %d KiB body plugin/in-process: %.2f %s (p99 %.2fms vs %.2fms)\n", b.Bytes>>10, b.Ratio, roundsString(b.RatioRounds), b.Runs[0].P99ms, b.Runs[1].P99ms)
 	}
 	if len(r.DNS) > 0 {
-		fmt.Fprintf(w, "\ndnsperf: UDP, 4 clients, 200 outstanding queries, %v per run\n", d)
+		fmt.Fprintf(w, "\ndnsperf: UDP, 4 clients, 200 outstanding queries, %v per side in %d rounds\n", d, rounds)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "RUN\tQUERIES/S\tAVG LATENCY\tCOMPLETED\tLOST")
 		for _, q := range r.DNS {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.2fms\t%d\t%d\n", q.Name, q.QPS, q.AvgLatency, q.Completed, q.Lost)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "ratio DNS plugin/in-process: %.2f\n\n", r.DNSRatio)
+		fmt.Fprintf(w, "ratio DNS plugin/in-process: %.2f %s\n\n", r.DNSRatio, roundsString(r.DNSRatioRounds))
 	}
-	fmt.Fprintf(w, "ratio SCGI nginx→kernel→plugin / nginx→in-process responder: %.2f\n", r.SCGIRatio)
+	fmt.Fprintf(w, "ratio SCGI nginx→kernel→plugin / nginx→in-process responder: %.2f %s\n", r.SCGIRatio, roundsString(r.SCGIRatioRounds))
 	fmt.Fprintf(w, "swap (rename to new version answering), %d swaps: median %.0fms, max %.0fms\n",
 		r.Swap.Count, r.Swap.MedianMS, r.Swap.MaxMS)
 	if r.InPlace.Count > 0 {
@@ -460,14 +465,14 @@ func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
 }
 
 func reportLines(w io.Writer, l *LineResults, d time.Duration) {
-	fmt.Fprintf(w, "\nline round trips: 50 clients in lock step, %v per run\n", d)
+	fmt.Fprintf(w, "\nline round trips: 50 clients in lock step, %v per side in %d rounds\n", d, rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tROUND TRIPS/S\tROUND TRIPS\tERRORS")
 	for _, r := range l.Line {
 		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%d\n", r.Name, r.PerSec, r.RoundTrips, r.Errors)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "ratio line plugin/in-process: %.2f\n", l.LineRatio)
+	fmt.Fprintf(w, "ratio line plugin/in-process: %.2f %s\n", l.LineRatio, roundsString(l.LineRatioRounds))
 	if len(l.SMTP) > 0 {
 		fmt.Fprintf(w, "\nsmtp-source: %d messages of 4 KiB, %d sessions in parallel\n", l.SMTP[0].Messages, l.SMTP[0].Sessions)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -602,4 +607,102 @@ func machine() string {
 		return fmt.Sprintf("%d CPUs, %s", n, model)
 	}
 	return "unknown"
+}
+
+// rounds is how many rounds a comparison is split into (-rounds).
+var rounds = 5
+
+// alternate measures the two sides of a comparison, 0 through the kernel
+// and 1 its baseline, in rounds that alternate which side goes first, each
+// run an equal share of d, so that the drift of a shared machine (this
+// one's speed wanders by ±15% over minutes) falls on both sides alike.
+// measure runs one side for a while and returns its rate. alternate
+// returns each round's ratio, side 0's rate over side 1's.
+func alternate(d time.Duration, measure func(side int, d time.Duration) (float64, error)) ([]float64, error) {
+	n := max(rounds, 1)
+	each := max(d/time.Duration(n), time.Second).Truncate(time.Second)
+	ratios := make([]float64, 0, n)
+	for i := range n {
+		var rate [2]float64
+		for _, side := range [2]int{i % 2, 1 - i%2} {
+			r, err := measure(side, each)
+			if err != nil {
+				return nil, err
+			}
+			rate[side] = r
+		}
+		ratios = append(ratios, rate[0]/rate[1])
+	}
+	return ratios, nil
+}
+
+// wrkPair is a comparison by wrk: each side's runs merged, and the ratio
+// of the rounds'.
+type wrkPair struct {
+	runs   []WrkResult // side 0, side 1
+	ratio  float64     // the median of rounds
+	rounds []float64   // each round's ratio
+}
+
+// wrkAlternate compares urls[0] (through the kernel) with urls[1] (its
+// baseline) in alternating rounds.
+func wrkAlternate(urls, names [2]string, d time.Duration, conns, threads int) (wrkPair, error) {
+	var runs [2][]WrkResult
+	ratios, err := alternate(d, func(side int, d time.Duration) (float64, error) {
+		r, err := wrk(urls[side], names[side], d, conns, threads)
+		runs[side] = append(runs[side], r)
+		return r.RequestsSec, err
+	})
+	if err != nil {
+		return wrkPair{}, err
+	}
+	return wrkPair{runs: []WrkResult{mergeWrk(runs[0]), mergeWrk(runs[1])}, ratio: median(ratios), rounds: ratios}, nil
+}
+
+// mergeWrk sums up runs of one side.
+func mergeWrk(runs []WrkResult) WrkResult {
+	m := WrkResult{Name: runs[0].Name}
+	var p50, p99 []float64
+	for _, r := range runs {
+		m.RequestsSec += r.RequestsSec / float64(len(runs))
+		m.Requests += r.Requests
+		m.Errors += r.Errors
+		p50, p99 = append(p50, r.P50ms), append(p99, r.P99ms)
+	}
+	m.P50ms, m.P99ms = median(p50), median(p99)
+	return m
+}
+
+// mergeDNS sums up dnsperf runs of one side.
+func mergeDNS(runs []DNSResult) DNSResult {
+	m := DNSResult{Name: runs[0].Name}
+	var lat []float64
+	for _, r := range runs {
+		m.QPS += r.QPS / float64(len(runs))
+		m.Completed += r.Completed
+		m.Lost += r.Lost
+		lat = append(lat, r.AvgLatency)
+	}
+	m.AvgLatency = median(lat)
+	return m
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func roundsString(ratios []float64) string {
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -18,15 +18,15 @@ import (
 // benchSCGI measures a real nginx passing requests over SCGI to the kernel's
 // hello-scgi listener (the hello plugin behind it), then to a minimal Go
 // SCGI responder serving the same answer in this process.
-func benchSCGI(ctx context.Context, tmp string, d time.Duration, conns, threads int) ([]WrkResult, error) {
+func benchSCGI(ctx context.Context, tmp string, d time.Duration, conns, threads int) (wrkPair, error) {
 	if _, err := nginx.Path(); err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	// The baseline responder: listeners/scgi with the handler in-process.
 	basePath := filepath.Join(tmp, "b.sock")
 	ln, err := net.Listen("unix", basePath)
 	if err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	pid := os.Getpid()
 	srv := scgi.New(scgi.Config{Name: "baseline", Logger: slog.New(slog.DiscardHandler)}, handlerDispatcher{
@@ -46,42 +46,34 @@ func benchSCGI(ctx context.Context, tmp string, d time.Duration, conns, threads 
 
 	kAddr, err := nginx.FreePort()
 	if err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	bAddr, err := nginx.FreePort()
 	if err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	dir := filepath.Join(tmp, "nginx")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	ng, err := nginx.Start(ctx, nginx.Config{Dir: dir, Workers: 1, Routes: []nginx.Route{
 		{Listen: kAddr, SCGI: "unix:" + filepath.Join(tmp, "k.sock")},
 		{Listen: bAddr, SCGI: "unix:" + basePath},
 	}})
 	if err != nil {
-		return nil, err
+		return wrkPair{}, err
 	}
 	defer ng.Stop()
 	kurl, burl := "http://"+kAddr+"/", "http://"+bAddr+"/"
 	for _, u := range []string{kurl, burl} {
 		if err := waitAnswer(u, "hello from", 30*time.Second); err != nil {
-			return nil, errors.Join(err, errors.New(ng.ErrorLog()))
+			return wrkPair{}, errors.Join(err, errors.New(ng.ErrorLog()))
 		}
 		if _, err := wrk(u, "warm-up", 2*time.Second, conns, threads); err != nil {
-			return nil, err
+			return wrkPair{}, err
 		}
 	}
-	k, err := wrk(kurl, "nginx → SCGI → kernel → hello plugin", d, conns, threads)
-	if err != nil {
-		return nil, err
-	}
-	b, err := wrk(burl, "nginx → SCGI → in-process Go responder", d, conns, threads)
-	if err != nil {
-		return nil, err
-	}
-	return []WrkResult{k, b}, nil
+	return wrkAlternate([2]string{kurl, burl}, [2]string{"nginx → SCGI → kernel → hello plugin", "nginx → SCGI → in-process Go responder"}, d, conns, threads)
 }
 
 // handlerDispatcher serves an http.Handler in-process, as the kernel's
