@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-dev/switchyard/internal/callctx"
 	dnsl "github.com/switchyard-dev/switchyard/listeners/dns"
 	"github.com/switchyard-dev/switchyard/plugins/host"
 )
@@ -53,9 +54,11 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	// The call's context has the call timeout but is not a child of the
 	// request's: registering a child context with every request's would
 	// cost an allocation or three per call. The host and acquire watch
-	// the request's context themselves, for a client that goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), cfg.CallTimeout.D())
-	defer cancel()
+	// the request's context themselves, for a client that goes away. It
+	// is a callctx.Ctx, whose deadline the host's calls stream keeps on
+	// one timer for all its calls, rather than one timer per call.
+	ctx := callctx.New(context.WithoutCancel(r.Context()), cfg.CallTimeout.D())
+	defer ctx.Cancel(context.Canceled)
 	sw := &statusWriter{ResponseWriter: w}
 	err := s.withInstance(ctx, r.Context().Done(), func(in *instance) (bool, error) {
 		err := in.proc.ServeHTTP(ctx, sw, r, listener)

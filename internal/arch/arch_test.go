@@ -87,6 +87,7 @@ func TestImportBoundaries(t *testing.T) {
 		{"internal/cgiout", []string{"kernel", "listeners", "state", "plugins"}},
 		{"internal/accept", []string{"kernel", "listeners", "state", "plugins"}},
 		{"internal/scaffold", []string{"kernel", "listeners", "state", "plugins"}},
+		{"internal/callctx", []string{"kernel", "listeners", "state", "plugins"}},
 		{"kernel/config", []string{"plugins", "listeners", "state", "kernel/admin"}},
 		{"kernel/admin", []string{"plugins", "listeners", "state", "kernel/config"}},
 	}

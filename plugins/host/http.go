@@ -44,6 +44,9 @@ func StatusFor(err error) int {
 
 // ServeHTTP sends r to the plugin as a call on listener and relays its
 // answer to w. ctx bounds the call and carries its deadline to the plugin.
+// A *callctx.Ctx's deadline is kept by the calls stream, on one timer for
+// all its calls; such a ctx ends the call only at its deadline, not when it
+// is cancelled.
 // The call also ends, and is cancelled in the plugin, when r's context ends
 // (the client went away), so ctx need not be a child of r.Context(): the
 // kernel makes it a sibling, which spares it registering a child context

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/callctx"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 )
 
@@ -71,6 +72,13 @@ type callStream struct {
 	draining bool                // no new calls; guarded by mu
 
 	done chan struct{} // closed when the reader has exited
+
+	// The deadlines of calls whose context is a *callctx.Ctx are kept by
+	// the stream, on one timer for all of them, so that waiting for their
+	// answers arms no timer per call (see pending.nextOr).
+	dmu    sync.Mutex
+	dtimer *time.Timer // fires at darmed; guarded by dmu
+	darmed time.Time   // zero: the timer is not armed; guarded by dmu
 }
 
 // callsConn is what a callStream sends calls on: a gRPC Calls stream, or a
@@ -116,6 +124,7 @@ func (s *callStream) read() {
 	defer func() {
 		close(stop)
 		<-watched
+		s.stopDeadlines()
 		close(s.done)
 	}()
 	for {
@@ -269,8 +278,14 @@ func (s *callStream) start(ctx context.Context, first *proto.Call) (*pending, er
 	}
 	s.nextID++
 	p := &pending{id: s.nextID, stream: s, wake: make(chan struct{}, 1)}
+	if cc, ok := ctx.(*callctx.Ctx); ok {
+		p.deadline, _ = cc.Deadline()
+	}
 	s.calls[p.id] = p
 	s.mu.Unlock()
+	if !p.deadline.IsZero() {
+		s.watchDeadline(p.deadline)
+	}
 	first.Id = p.id
 	if err := s.sendLocked(first); err != nil {
 		s.forget(p.id)
@@ -303,6 +318,60 @@ func (s *callStream) forget(id uint64) {
 	if idle {
 		s.closeSend()
 	}
+}
+
+// watchDeadline makes sure the stream's deadline timer fires by d.
+func (s *callStream) watchDeadline(d time.Time) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if !s.darmed.IsZero() && !d.Before(s.darmed) {
+		return
+	}
+	s.darmed = d
+	if s.dtimer == nil {
+		s.dtimer = time.AfterFunc(time.Until(d), s.expire)
+	} else {
+		s.dtimer.Reset(time.Until(d))
+	}
+}
+
+// expire fails the calls whose deadline has passed with
+// context.DeadlineExceeded, and arms the timer for the next deadline. The
+// calls stay in flight until their callers forget or cancel them.
+func (s *callStream) expire() {
+	s.dmu.Lock()
+	s.darmed = time.Time{} // a call started from now on arms the timer itself
+	s.dmu.Unlock()
+	now := time.Now()
+	var next time.Time
+	var expired []*pending
+	s.mu.Lock()
+	for _, p := range s.calls {
+		switch {
+		case p.deadline.IsZero():
+		case !now.Before(p.deadline):
+			expired = append(expired, p)
+		case next.IsZero() || p.deadline.Before(next):
+			next = p.deadline
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range expired {
+		p.fail(context.DeadlineExceeded)
+	}
+	if !next.IsZero() {
+		s.watchDeadline(next)
+	}
+}
+
+// stopDeadlines stops the deadline timer of a stream that has ended.
+func (s *callStream) stopDeadlines() {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.dtimer != nil {
+		s.dtimer.Stop()
+	}
+	s.darmed = time.Time{}
 }
 
 // live reports whether the call id is still in flight on the stream.
@@ -353,8 +422,9 @@ func (s *callStream) closeSend() {
 // pending is a call in flight: the frames the plugin sent for it, queued
 // until the caller takes them.
 type pending struct {
-	id     uint64
-	stream *callStream
+	id       uint64
+	stream   *callStream
+	deadline time.Time // kept by the stream's timer; zero: the caller's context keeps it
 
 	mu     sync.Mutex
 	frames []*proto.Reply // guarded by mu
@@ -437,9 +507,16 @@ func (p *pending) nextOr(ctx context.Context, gone <-chan struct{}) (*proto.Repl
 			return nil, err
 		}
 		p.mu.Unlock()
+		// A deadline the stream keeps fails the call itself (expire),
+		// and the context then reports it: its Done need not be waited
+		// for, which would arm a timer for every call.
+		var done <-chan struct{}
+		if p.deadline.IsZero() {
+			done = ctx.Done()
+		}
 		select {
 		case <-p.wake:
-		case <-ctx.Done():
+		case <-done:
 			return nil, context.Cause(ctx)
 		case <-gone:
 			return nil, context.Canceled

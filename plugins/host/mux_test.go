@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/switchyard-dev/switchyard/internal/callctx"
 	"github.com/switchyard-dev/switchyard/plugins/proto"
 	"github.com/switchyard-dev/switchyard/plugins/sdk"
 )
@@ -506,5 +508,50 @@ func TestCreditOverrun(t *testing.T) {
 		if _, err := q.next(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestStreamKeepsDeadlines: calls whose context is a callctx.Ctx wait for
+// their answers without a timer each; the stream's one timer ends each at
+// its own deadline, whatever order the deadlines come in, including a call
+// that starts after the timer fired for an earlier one.
+func TestStreamKeepsDeadlines(t *testing.T) {
+	f := newFakePlugin(func(uint64) []*proto.Reply { return nil }) // never answers
+	c := memClient(t, f, 1)
+	call := func(timeout time.Duration) error {
+		ctx := callctx.New(context.Background(), timeout)
+		defer ctx.Cancel(context.Canceled)
+		t0 := time.Now()
+		err := c.ServeHTTP(ctx, httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), "l")
+		if took := time.Since(t0); took < timeout {
+			return fmt.Errorf("ended after %v, before its deadline of %v: %v", took, timeout, err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || StatusFor(err) != http.StatusGatewayTimeout {
+			return fmt.Errorf("error %v (status %d), want a deadline (504)", err, StatusFor(err))
+		}
+		return nil
+	}
+	errs := make(chan error, 4)
+	for _, d := range []time.Duration{300 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond} {
+		go func() { errs <- call(d) }()
+	}
+	time.Sleep(80 * time.Millisecond) // the timer has fired for 50 ms
+	go func() { errs <- call(60 * time.Millisecond) }()
+	for range 4 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call outlived its deadline by seconds")
+		}
+	}
+	// The cancellations the kernel owes a plugin for calls it gave up on
+	// are not sent for a deadline: the plugin keeps the same one.
+	select {
+	case id := <-f.cancels:
+		t.Errorf("call %d was cancelled in the plugin at its deadline", id)
+	case <-time.After(50 * time.Millisecond):
 	}
 }

@@ -2,179 +2,16 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"testing"
-	"time"
 )
 
 type baseKey struct{}
 
-func newTestCallCtx(timeout time.Duration) *callCtx {
-	base := context.WithValue(context.Background(), baseKey{}, "from the stream")
-	return newCallCtx(base, timeout, newHost("slot", 1, nil, slog.LevelInfo))
-}
-
-// waitDone fails the test unless ctx is done within a few seconds.
-func waitDone(t *testing.T, ctx context.Context, what string) {
-	t.Helper()
-	select {
-	case <-ctx.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s: not done", what)
-	}
-}
-
-func TestCallCtxDeadline(t *testing.T) {
-	t.Run("reported", func(t *testing.T) {
-		t0 := time.Now()
-		c := newTestCallCtx(time.Hour)
-		d, ok := c.Deadline()
-		if !ok || d.Before(t0.Add(time.Hour)) || d.After(time.Now().Add(time.Hour)) {
-			t.Errorf("deadline %v %v, want an hour from now", d, ok)
-		}
-		if c.Err() != nil {
-			t.Errorf("Err %v before the deadline", c.Err())
-		}
-		if _, ok := newTestCallCtx(0).Deadline(); ok {
-			t.Error("a call without a timeout has a deadline")
-		}
-	})
-	t.Run("passes unwatched", func(t *testing.T) {
-		// Nothing waits on Done, so no timer runs: Err still tells.
-		c := newTestCallCtx(time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
-		if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Err %v, want DeadlineExceeded", err)
-		}
-		if cause := context.Cause(c); !errors.Is(cause, context.DeadlineExceeded) {
-			t.Errorf("Cause %v", cause)
-		}
-		waitDone(t, c, "Done after the deadline passed")
-		// A cancellation after the deadline changes nothing.
-		c.cancel(errors.New("late"))
-		if !errors.Is(c.Err(), context.DeadlineExceeded) {
-			t.Errorf("Err %v after a late cancel", c.Err())
-		}
-	})
-	t.Run("watched", func(t *testing.T) {
-		c := newTestCallCtx(20 * time.Millisecond)
-		waitDone(t, c, "Done at the deadline")
-		if !errors.Is(c.Err(), context.DeadlineExceeded) || !errors.Is(context.Cause(c), context.DeadlineExceeded) {
-			t.Errorf("Err %v, Cause %v", c.Err(), context.Cause(c))
-		}
-	})
-	t.Run("child", func(t *testing.T) {
-		// A child with a later deadline of its own keeps the call's, and
-		// ends as the call's does: with DeadlineExceeded, as the standard
-		// library's children of an expired context do.
-		c := newTestCallCtx(20 * time.Millisecond)
-		child, cancel := context.WithTimeout(c, time.Hour)
-		defer cancel()
-		if d, _ := child.Deadline(); !d.Equal(c.deadline) {
-			t.Errorf("child's deadline %v, want the call's %v", d, c.deadline)
-		}
-		waitDone(t, child, "the child at the call's deadline")
-		if !errors.Is(child.Err(), context.DeadlineExceeded) {
-			t.Errorf("child's Err %v, want DeadlineExceeded", child.Err())
-		}
-	})
-}
-
-func TestCallCtxCancel(t *testing.T) {
-	cause := errCancelled{reason: "client gone"}
-	t.Run("itself", func(t *testing.T) {
-		c := newTestCallCtx(time.Hour)
-		done := c.Done()
-		c.cancel(cause)
-		select {
-		case <-done:
-		default:
-			t.Fatal("Done not closed by cancel")
-		}
-		if !errors.Is(c.Err(), context.Canceled) || context.Cause(c) != cause {
-			t.Errorf("Err %v, Cause %v", c.Err(), context.Cause(c))
-		}
-		c.cancel(errors.New("second"))
-		if context.Cause(c) != cause {
-			t.Errorf("a second cancel replaced the cause: %v", context.Cause(c))
-		}
-		waitDone(t, c, "Done asked for after the cancel")
-	})
-	t.Run("children", func(t *testing.T) {
-		c := newTestCallCtx(0)
-		child, cancel := context.WithCancel(c)
-		defer cancel()
-		grandchild, cancel2 := context.WithTimeout(child, time.Hour)
-		defer cancel2()
-		ran := make(chan struct{})
-		context.AfterFunc(c, func() { close(ran) })
-		stopped := context.AfterFunc(c, func() { t.Error("a stopped AfterFunc ran") })
-		if !stopped() {
-			t.Error("stop reported the AfterFunc gone already")
-		}
-		c.cancel(cause)
-		waitDone(t, grandchild, "the grandchild")
-		if !errors.Is(child.Err(), context.Canceled) || context.Cause(child) != cause || context.Cause(grandchild) != cause {
-			t.Errorf("child Err %v, Cause %v; grandchild Cause %v", child.Err(), context.Cause(child), context.Cause(grandchild))
-		}
-		select {
-		case <-ran:
-		case <-time.After(5 * time.Second):
-			t.Fatal("context.AfterFunc did not run")
-		}
-		late, cancel3 := context.WithCancel(c)
-		defer cancel3()
-		waitDone(t, late, "a child made after the cancel")
-	})
-	t.Run("a child cancelled alone", func(t *testing.T) {
-		c := newTestCallCtx(0)
-		child, cancel := context.WithCancel(c)
-		cancel()
-		if c.Err() != nil {
-			t.Errorf("cancelling a child ended the call: %v", c.Err())
-		}
-		if len(c.after) != 0 {
-			t.Errorf("the cancelled child is still registered (%d)", len(c.after))
-		}
-		_ = child
-	})
-	t.Run("concurrently", func(t *testing.T) {
-		for range 100 {
-			c := newTestCallCtx(time.Millisecond)
-			var wg sync.WaitGroup
-			for i := range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					switch i {
-					case 0:
-						c.cancel(cause)
-					case 1:
-						<-c.Done()
-					case 2:
-						child, cancel := context.WithCancel(c)
-						<-child.Done()
-						cancel()
-					default:
-						for c.Err() == nil {
-							time.Sleep(100 * time.Microsecond)
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			if err := c.Err(); !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("Err %v", err)
-			}
-		}
-	})
-}
-
 func TestCallCtxValues(t *testing.T) {
-	c := newTestCallCtx(0)
+	base := context.WithValue(context.Background(), baseKey{}, "from the stream")
+	c := newCallCtx(base, 0, newHost("slot", 1, nil, slog.LevelInfo))
 	c.listener = "web"
 	c.local = localAddr("127.0.0.1:8080")
 	if h := HostFrom(c); h != c.host {
@@ -194,7 +31,13 @@ func TestCallCtxValues(t *testing.T) {
 	if ListenerFrom(child) != "web" || child.Value(baseKey{}) != "the handler's" {
 		t.Errorf("through a child: listener %q, value %v", ListenerFrom(child), child.Value(baseKey{}))
 	}
-	if ListenerFrom(newTestCallCtx(0)) != "" {
+	// A derived context ends with the call's, through the promoted
+	// AfterFunc.
+	derived, cancel := context.WithCancel(c)
+	defer cancel()
+	c.cancel(context.Canceled)
+	<-derived.Done()
+	if ListenerFrom(newCallCtx(base, 0, nil)) != "" {
 		t.Error("a call without a listener has one")
 	}
 }
