@@ -43,6 +43,4 @@ func (c *callCtx) Value(key any) any {
 	return c.Ctx.Value(key)
 }
 
-func (c *callCtx) cancel(cause error) { c.Cancel(cause) }
-
 func (c *callCtx) String() string { return "sdk.callContext" }

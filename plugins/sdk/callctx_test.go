@@ -35,7 +35,7 @@ func TestCallCtxValues(t *testing.T) {
 	// AfterFunc.
 	derived, cancel := context.WithCancel(c)
 	defer cancel()
-	c.cancel(context.Canceled)
+	c.Cancel(context.Canceled)
 	<-derived.Done()
 	if ListenerFrom(newCallCtx(base, 0, nil)) != "" {
 		t.Error("a call without a listener has one")

@@ -152,7 +152,6 @@ func (s *callStream) begin(id uint64, timeoutNS int64, credit uint32, streamed b
 	c := &call{
 		id:     id,
 		ctx:    ctx,
-		cctx:   ctx,
 		credit: int64(credit),
 		wake:   make(chan struct{}, 1),
 	}
@@ -219,8 +218,7 @@ func failure(id uint64, msg string) *proto.Reply {
 // call is one request in flight in the plugin.
 type call struct {
 	id   uint64
-	ctx  context.Context // cctx
-	cctx *callCtx
+	ctx  *callCtx
 	body *bodyPipe // nil when the whole body came with the first frame
 
 	mu     sync.Mutex
@@ -229,7 +227,7 @@ type call struct {
 }
 
 // cancel ends the call's context with cause.
-func (c *call) cancel(cause error) { c.cctx.cancel(cause) }
+func (c *call) cancel(cause error) { c.ctx.Cancel(cause) }
 
 func (c *call) addCredit(n int64) {
 	c.mu.Lock()

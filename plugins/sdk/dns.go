@@ -46,7 +46,7 @@ func (s *callStream) serveDNS(c *call, h dns.Handler, q *proto.DNSQuery) (msg []
 	if err := req.Unpack(q.GetMsg()); err != nil {
 		return nil, fmt.Errorf("sdk: unpacking the query: %w", err)
 	}
-	c.cctx.listener = q.GetListener()
+	c.ctx.listener = q.GetListener()
 	w := &dnsWriter{ctx: c.ctx, tcp: q.GetTransport() == "tcp"}
 	w.local = dnsAddr(q.GetLocalAddr(), w.tcp)
 	w.remote = dnsAddr(q.GetRemoteAddr(), w.tcp)

@@ -110,9 +110,9 @@ func newRequest(c *call, m *proto.HTTPRequest) (*http.Request, error) {
 		r.TLS = &tls.ConnectionState{HandshakeComplete: true, ServerName: hostOnly(r.Host)}
 	}
 	if la := m.GetLocalAddr(); la != "" {
-		c.cctx.local = localAddr(la)
+		c.ctx.local = localAddr(la)
 	}
-	c.cctx.listener = m.GetListener()
+	c.ctx.listener = m.GetListener()
 	switch {
 	case c.body != nil:
 		r.Body = c.body
