@@ -39,18 +39,15 @@ const gatherBelow = 16 << 10
 // the connection's limit, and breaks a connection that receives one.
 var ErrFrameTooLarge = errors.New("proto: frame larger than the limit")
 
-// vtMarshaler and vtUnmarshaler are the methods vtprotobuf generates for
-// every message of this package (switchyard_vtproto.pb.go): marshalling
-// code per message, without the reflection of proto.Marshal, which the
-// framed connections use for the messages that have it. Unlike
-// proto.Marshal and proto.Unmarshal they do not insist that string fields
-// hold UTF-8, which HTTP header values need not be.
-type vtMarshaler interface {
+// Message is a message FramedConn carries: every message of this package,
+// with the methods vtprotobuf generates for it (switchyard_vtproto.pb.go):
+// marshalling code per message, without the reflection of proto.Marshal.
+// Unlike proto.Marshal and proto.Unmarshal they do not insist that string
+// fields hold UTF-8, which HTTP header values need not be.
+type Message interface {
+	proto.Message
 	SizeVT() int
 	MarshalToSizedBufferVT([]byte) (int, error)
-}
-
-type vtUnmarshaler interface {
 	UnmarshalVT([]byte) error
 }
 
@@ -62,7 +59,7 @@ type vtUnmarshaler interface {
 // message. Send and CloseSend may be called from any goroutine; Recv from
 // one at a time. Close breaks the connection, ending a blocked Send or
 // Recv, and waits for the writer.
-type FramedConn[Out, In proto.Message] struct {
+type FramedConn[Out, In Message] struct {
 	conn  net.Conn
 	max   int
 	stall time.Duration // a write blocked this long breaks the connection; 0: no bound
@@ -86,7 +83,7 @@ type FramedConn[Out, In proto.Message] struct {
 // (the peer reads nothing: it is stopped or wedged) breaks the connection,
 // which ends every Send and Recv; 0 waits for ever. newIn allocates a
 // message for Recv.
-func NewFramedConn[Out, In proto.Message](conn net.Conn, max int, stall time.Duration, newIn func() In) *FramedConn[Out, In] {
+func NewFramedConn[Out, In Message](conn net.Conn, max int, stall time.Duration, newIn func() In) *FramedConn[Out, In] {
 	c := &FramedConn[Out, In]{
 		conn:    conn,
 		max:     max,
@@ -115,30 +112,16 @@ func (c *FramedConn[Out, In]) Send(m Out) error {
 	case c.sendDone:
 		return errors.New("proto: framed connection closed for sending")
 	}
-	start := len(c.queued)
-	var b []byte
-	if vm, ok := any(m).(vtMarshaler); ok {
-		n := vm.SizeVT()
-		if n > c.max {
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
-		}
-		b = slices.Grow(c.queued, 4+n)[:start+4+n]
-		if _, err := vm.MarshalToSizedBufferVT(b[start+4:]); err != nil {
-			return err
-		}
-	} else {
-		var err error
-		b, err = proto.MarshalOptions{}.MarshalAppend(append(c.queued, 0, 0, 0, 0), m)
-		if err != nil {
-			c.queued = c.queued[:start]
-			return err
-		}
-		if n := len(b) - start - 4; n > c.max {
-			c.queued = b[:start]
-			return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
-		}
+	n := m.SizeVT()
+	if n > c.max {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.max)
 	}
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	start := len(c.queued)
+	b := slices.Grow(c.queued, 4+n)[:start+4+n]
+	if _, err := m.MarshalToSizedBufferVT(b[start+4:]); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint32(b[start:], uint32(n))
 	c.queued = b
 	if start == 0 {
 		c.more.Signal()
@@ -256,13 +239,7 @@ func (c *FramedConn[Out, In]) Recv() (In, error) {
 		return zero, fmt.Errorf("proto: framed read: truncated message: %w", err)
 	}
 	m := c.newIn()
-	var err error
-	if vm, ok := any(m).(vtUnmarshaler); ok {
-		err = vm.UnmarshalVT(b)
-	} else {
-		err = proto.Unmarshal(b, m)
-	}
-	if err != nil {
+	if err := m.UnmarshalVT(b); err != nil {
 		return zero, fmt.Errorf("proto: framed read: %w", err)
 	}
 	// A buffer a huge message grew is not kept.

@@ -62,18 +62,12 @@ func frames() []proto.Message {
 	}
 }
 
-type vtMessage interface {
-	proto.Message
-	vtMarshaler
-	vtUnmarshaler
-}
-
 // TestVTMatchesProto checks that vtprotobuf's code, which the framed
 // connections use, and the reflection-based proto package read each
 // other's encodings of every frame alike.
 func TestVTMatchesProto(t *testing.T) {
 	for _, m := range frames() {
-		vm := m.(vtMessage)
+		vm := m.(Message)
 		b := make([]byte, vm.SizeVT())
 		if _, err := vm.MarshalToSizedBufferVT(b); err != nil {
 			t.Fatalf("%v: MarshalToSizedBufferVT: %v", m, err)
@@ -86,7 +80,7 @@ func TestVTMatchesProto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vback := m.ProtoReflect().New().Interface().(vtMessage)
+		vback := m.ProtoReflect().New().Interface().(Message)
 		if err := vback.UnmarshalVT(std); err != nil || !proto.Equal(m, vback) {
 			t.Errorf("proto's encoding of %v reads back with vtprotobuf as %v (%v)", m, vback, err)
 		}
@@ -107,7 +101,7 @@ func FuzzVTUnmarshal(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, m := range []vtMessage{new(Call), new(Reply)} {
+		for _, m := range []Message{new(Call), new(Reply)} {
 			std := m.ProtoReflect().New().Interface()
 			verr := m.UnmarshalVT(b)
 			serr := proto.Unmarshal(b, std)
