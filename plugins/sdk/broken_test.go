@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,7 +30,21 @@ func TestBrokenStreamCancelsCalls(t *testing.T) {
 		<-r.Context().Done()
 		ended <- context.Cause(r.Context())
 	})}, nil).(*service)
-	kernelEnd, pluginEnd := net.Pipe()
+	// A real socket pair, as the kernel passes the process.
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "calls")
+		ends[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kernelEnd, pluginEnd := ends[0], ends[1]
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
