@@ -12,11 +12,18 @@
 // Children derived with the context package register through AfterFunc
 // (the package looks for that method), and end with the Ctx's Err and
 // Cause, as children of a standard context do.
+//
+// context.Cause finds a cause through a private key that only the context
+// package's own cancelCtx answers; a Ctx ended with a cause of its own
+// makes one then, to hold it. Without one, context.Cause falls back to Err,
+// which is the cause of a deadline and of a cancel without a reason: those
+// cost nothing.
 package callctx
 
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,12 +31,12 @@ import (
 // done.
 type Ctx struct {
 	deadline time.Time // zero: none
+	parent   context.Context
 
-	// cause is a cancelCtx, cancelled with this context, that holds the
-	// cause for context.Cause; Value hands it out for the context
-	// package's private key, and other values come from its parent.
-	cause    context.Context
-	setCause context.CancelCauseFunc
+	// cause, when the context ended with a cause other than its Err, is a
+	// cancelled cancelCtx that holds it for context.Cause: Value asks it
+	// first, and it answers only the context package's private key.
+	cause atomic.Pointer[causeCtx]
 
 	mu    sync.Mutex
 	err   error         // set once the context is done; guarded by mu
@@ -40,18 +47,30 @@ type Ctx struct {
 
 type afterFunc struct{ f func() }
 
+type causeCtx struct{ context.Context }
+
 var _ context.Context = (*Ctx)(nil)
 
 // New returns the context of a call that has timeout to run (no deadline
-// when it is 0 or less), with values from parent, which must never be done
-// (context.WithoutCancel makes one that is not).
+// when it is 0 or less), with values from parent. Only parent's values
+// count: a parent that can be done is cut off from its cancellation
+// (context.WithoutCancel), which costs an allocation; pass one that cannot.
 func New(parent context.Context, timeout time.Duration) *Ctx {
 	c := new(Ctx)
+	c.Init(parent, timeout)
+	return c
+}
+
+// Init makes c, a zero Ctx that is not in use yet, what New returns: for a
+// Ctx inside a larger object, which then costs no allocation of its own.
+func (c *Ctx) Init(parent context.Context, timeout time.Duration) {
+	if parent.Done() != nil {
+		parent = context.WithoutCancel(parent)
+	}
+	c.parent = parent
 	if timeout > 0 {
 		c.deadline = time.Now().Add(timeout)
 	}
-	c.cause, c.setCause = context.WithCancelCause(parent)
-	return c
 }
 
 func (c *Ctx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
@@ -81,7 +100,14 @@ func (c *Ctx) Err() error {
 }
 
 // Value returns the parent's values.
-func (c *Ctx) Value(key any) any { return c.cause.Value(key) }
+func (c *Ctx) Value(key any) any {
+	if cc := c.cause.Load(); cc != nil {
+		if v := cc.Value(key); v != nil {
+			return v
+		}
+	}
+	return c.parent.Value(key)
+}
 
 // AfterFunc arranges for f to run once the context is done, and returns a
 // stop that unregisters f, reporting whether it did. The context package
@@ -115,9 +141,12 @@ func (c *Ctx) AfterFunc(f func()) (stop func() bool) {
 	}
 }
 
-// Cancel ends the context with cause, unless it has ended already (or its
-// deadline has passed, which it then reports).
+// Cancel ends the context with cause (context.Canceled when nil), unless it
+// has ended already (or its deadline has passed, which it then reports).
 func (c *Ctx) Cancel(cause error) {
+	if cause == nil {
+		cause = context.Canceled
+	}
 	c.mu.Lock()
 	after := c.expireLocked()
 	if c.err == nil {
@@ -164,7 +193,11 @@ func (c *Ctx) expireLocked() []*afterFunc {
 // it, which the caller runs once it has released mu.
 func (c *Ctx) endLocked(err, cause error) []*afterFunc {
 	c.err = err
-	c.setCause(cause)
+	if cause != err {
+		cc, set := context.WithCancelCause(context.Background())
+		set(cause)
+		c.cause.Store(&causeCtx{cc})
+	}
 	if c.done != nil {
 		close(c.done)
 	}

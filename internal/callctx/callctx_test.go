@@ -176,3 +176,59 @@ func TestValue(t *testing.T) {
 		t.Errorf("a value of the parent: %v", got)
 	}
 }
+
+func TestCauseHeld(t *testing.T) {
+	t.Run("none before the end", func(t *testing.T) {
+		c := newTest(time.Hour)
+		if cause := context.Cause(c); cause != nil {
+			t.Errorf("Cause %v of a live context, want nil", cause)
+		}
+	})
+	t.Run("cancel without a reason", func(t *testing.T) {
+		c := newTest(time.Hour)
+		c.Cancel(nil)
+		if !errors.Is(c.Err(), context.Canceled) || context.Cause(c) != context.Canceled {
+			t.Errorf("Err %v, Cause %v; want Canceled for both", c.Err(), context.Cause(c))
+		}
+		if c.cause.Load() != nil {
+			t.Error("a cancel without a reason made a holder for its cause")
+		}
+	})
+	t.Run("values beside the cause", func(t *testing.T) {
+		c := newTest(0)
+		c.Cancel(errors.New("gone"))
+		if v := c.Value(baseKey{}); v != "from the parent" {
+			t.Errorf("parent's value %v after a cancel with a cause", v)
+		}
+	})
+	t.Run("a cancellable parent", func(t *testing.T) {
+		// Its cancellation and its cause are not the call's.
+		parent, cancel := context.WithCancelCause(context.WithValue(context.Background(), baseKey{}, "v"))
+		c := New(parent, 0)
+		cancel(errors.New("the parent's"))
+		if c.Err() != nil || context.Cause(c) != nil {
+			t.Errorf("Err %v, Cause %v after the parent ended", c.Err(), context.Cause(c))
+		}
+		if c.Value(baseKey{}) != "v" {
+			t.Error("the parent's value is lost")
+		}
+		c.Cancel(nil)
+		if context.Cause(c) != context.Canceled {
+			t.Errorf("Cause %v, want Canceled", context.Cause(c))
+		}
+	})
+}
+
+// BenchmarkCall is a call's life as the kernel's HTTP calls live it: made
+// with a deadline, asked for its Err, ended.
+func BenchmarkCall(b *testing.B) {
+	parent := context.WithoutCancel(context.Background())
+	b.ReportAllocs()
+	for b.Loop() {
+		c := New(parent, time.Minute)
+		if c.Err() != nil {
+			b.Fatal(c.Err())
+		}
+		c.Cancel(nil)
+	}
+}

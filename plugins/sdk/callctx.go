@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"time"
 
@@ -13,16 +12,18 @@ import (
 // timer until something waits for the deadline) with the values the SDK
 // puts in it: the Host, the listener, the local address.
 type callCtx struct {
-	*callctx.Ctx
+	callctx.Ctx
 	host     *Host
-	listener string   // "" when the kernel named none
-	local    net.Addr // nil when the kernel sent none
+	listener string // "" when the kernel named none
+	local    addr   // its s is "" when the kernel sent none
 }
 
 // newCallCtx returns the context of a call that has timeout to run (none
 // when it is 0 or less), with values from base, which must never be done.
 func newCallCtx(base context.Context, timeout time.Duration, h *Host) *callCtx {
-	return &callCtx{Ctx: callctx.New(base, timeout), host: h}
+	c := &callCtx{host: h}
+	c.Init(base, timeout)
+	return c
 }
 
 func (c *callCtx) Value(key any) any {
@@ -36,8 +37,9 @@ func (c *callCtx) Value(key any) any {
 			return c.listener
 		}
 	case http.LocalAddrContextKey:
-		if c.local != nil {
-			return c.local
+		if c.local.s != "" {
+			// A pointer into c: handing it out allocates nothing.
+			return &c.local
 		}
 	}
 	return c.Ctx.Value(key)

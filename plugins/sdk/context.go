@@ -26,7 +26,7 @@ var _ net.Addr = addr{}
 
 // localAddr is the kernel's local address of the client's connection, as
 // net/http keeps it under http.LocalAddrContextKey.
-func localAddr(s string) net.Addr { return addr{network: "tcp", s: s} }
+func localAddr(s string) addr { return addr{network: "tcp", s: s} }
 
 // bytesBody is a request body that arrived whole with the request.
 type bytesBody struct{ *bytes.Reader }
