@@ -48,6 +48,12 @@ func (rt *route) Dispatch(w http.ResponseWriter, r *http.Request) error {
 // on the next instance (after a crash or a swap raced with it).
 const maxAttempts = 3
 
+// httpCall is what serveHTTP makes for a call.
+type httpCall struct {
+	ctx callctx.Ctx
+	sw  statusWriter
+}
+
 // serveHTTP answers r with the slot's current instance.
 func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string) error {
 	cfg, _ := s.config()
@@ -57,22 +63,24 @@ func (s *slot) serveHTTP(w http.ResponseWriter, r *http.Request, listener string
 	// the request's context themselves, for a client that goes away. It
 	// is a callctx.Ctx, whose deadline the host's calls stream keeps on
 	// one timer for all its calls, rather than one timer per call.
-	ctx := callctx.New(context.WithoutCancel(r.Context()), cfg.CallTimeout.D())
+	// It and the status writer are one allocation.
+	call := &httpCall{sw: statusWriter{ResponseWriter: w}}
+	ctx, sw := &call.ctx, &call.sw
+	ctx.Init(context.WithoutCancel(r.Context()), cfg.CallTimeout.D())
 	defer ctx.Cancel(context.Canceled)
-	sw := &statusWriter{ResponseWriter: w}
 	err := s.withInstance(ctx, r.Context().Done(), func(in *instance) (bool, error) {
 		err := in.proc.ServeHTTP(ctx, sw, r, listener)
 		// A 5xx the plugin answered itself counts against its version,
 		// for rollback; the kernel's own error answers come below.
 		return sw.code >= 500, err
 	})
-	var waited acquireError
-	if errors.As(err, &waited) && r.Context().Err() != nil {
-		return nil // the client went away while we waited
-	}
 	if err == nil {
 		s.served.Add(1)
 		return nil
+	}
+	var waited acquireError
+	if errors.As(err, &waited) && r.Context().Err() != nil {
+		return nil // the client went away while we waited
 	}
 	s.errs.Add(1)
 	if errors.Is(err, host.ErrAborted) {

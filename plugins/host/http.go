@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/cgiout"
@@ -42,6 +44,49 @@ func StatusFor(err error) int {
 	}
 }
 
+// localAddrs holds the text of the local addresses of the kernel's client
+// connections, which are few: a listener's connections share one, unless
+// it listens on every address of the host. Formatting one
+// (net.TCPAddr.String) takes three allocations.
+var localAddrs struct {
+	mu sync.RWMutex
+	m  map[netip.AddrPort]string // at most maxLocalAddrs
+}
+
+const maxLocalAddrs = 256
+
+// addrString is a.String(), formatted once for each local address.
+func addrString(a net.Addr) string {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	key := t.AddrPort()
+	localAddrs.mu.RLock()
+	s, ok := localAddrs.m[key]
+	localAddrs.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = t.String()
+	localAddrs.mu.Lock()
+	if localAddrs.m == nil {
+		localAddrs.m = make(map[netip.AddrPort]string)
+	}
+	if len(localAddrs.m) < maxLocalAddrs {
+		localAddrs.m[key] = s
+	}
+	localAddrs.mu.Unlock()
+	return s
+}
+
+// firstHTTP is the first frame of an HTTP call, in one allocation.
+type firstHTTP struct {
+	call  proto.Call
+	frame proto.Call_Http
+	req   proto.HTTPRequest
+}
+
 // ServeHTTP sends r to the plugin as a call on listener and relays its
 // answer to w. ctx bounds the call and carries its deadline to the plugin.
 // A *callctx.Ctx's deadline is kept by the calls stream, on one timer for
@@ -71,7 +116,9 @@ func (c *Client) ServeHTTP(ctx context.Context, w http.ResponseWriter, r *http.R
 	if err != nil {
 		return err
 	}
-	req := &proto.HTTPRequest{
+	m := new(firstHTTP)
+	req := &m.req
+	*req = proto.HTTPRequest{
 		Method:           r.Method,
 		Uri:              r.RequestURI,
 		Proto:            r.Proto,
@@ -85,7 +132,7 @@ func (c *Client) ServeHTTP(ctx context.Context, w http.ResponseWriter, r *http.R
 		Credit:           responseCredit,
 	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		req.LocalAddr = a.String()
+		req.LocalAddr = addrString(a)
 	}
 	if req.Uri == "" {
 		req.Uri = r.URL.RequestURI()
@@ -105,7 +152,9 @@ func (c *Client) ServeHTTP(ctx context.Context, w http.ResponseWriter, r *http.R
 	default:
 		stream = true
 	}
-	first := &proto.Call{Frame: &proto.Call_Http{Http: req}}
+	m.frame.Http = req
+	first := &m.call
+	first.Frame = &m.frame
 	if d, ok := ctx.Deadline(); ok {
 		first.TimeoutNs = max(int64(time.Until(d)), 1)
 	}

@@ -151,6 +151,14 @@ type responseWriter struct {
 	written       int64           // body bytes accepted from the handler
 	buf           []byte
 	err           error // sticky: the call is over for the kernel
+
+	// The head frame's messages, sent once: they come with the writer
+	// rather than in allocations of their own.
+	headReply struct {
+		reply proto.Reply
+		frame proto.Reply_Http
+		head  proto.HTTPResponse
+	}
 }
 
 var (
@@ -344,18 +352,16 @@ func (w *responseWriter) sendBody(flush, last bool) error {
 	}
 	var r *proto.Reply
 	if !w.headSent {
-		head := &proto.HTTPResponse{
-			Status:   int32(w.status),
-			Headers:  w.head,
-			Body:     data,
-			End:      end,
-			Flush:    flush,
-			Trailers: trailers,
-		}
+		hr := &w.headReply
+		head := &hr.head
+		head.Status, head.Headers, head.Body = int32(w.status), w.head, data
+		head.End, head.Flush, head.Trailers = end, flush, trailers
 		if w.cgi {
 			head.Status, head.Headers, head.Cgi = 0, nil, true
 		}
-		r = &proto.Reply{Id: w.call.id, Frame: &proto.Reply_Http{Http: head}}
+		hr.frame.Http = head
+		r = &hr.reply
+		r.Id, r.Frame = w.call.id, &hr.frame
 	} else {
 		r = &proto.Reply{Id: w.call.id, Frame: &proto.Reply_Body{Body: &proto.Body{
 			Data:     data,
