@@ -257,7 +257,7 @@ protocol = "line"
 address = "127.0.0.1:%d"
 plugin = "smtp"
 `, filepath.Join(root, "bin", "plugins", "probe"), filepath.Join(root, "bin", "plugins", "smtp"), lport, sport)
-	if err := os.WriteFile(filepath.Join(dir, "line.toml"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "line.toml"), []byte(tuneConfig(cfg)), 0o644); err != nil {
 		return nil, err
 	}
 	kctx, cancel := context.WithCancel(ctx)

@@ -36,7 +36,13 @@ func main() {
 	only := flag.String("only", "", "run only these comma-separated `sections` (http, line); default all")
 	idle := flag.Int("idle", 10000, "idle line connections to open for the memory measurement (0: none)")
 	smtpMsgs := flag.Int("smtp", 5000, "messages smtp-source sends to each SMTP receiver")
+	flag.IntVar(&gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS for the kernel, its plugins and the standalone baselines (0: Go's default)")
 	flag.Parse()
+	if gomaxprocs > 0 {
+		// The kernel and the standalone baselines inherit it; the
+		// plugins get it from their config entries (tuneConfig).
+		os.Setenv("GOMAXPROCS", strconv.Itoa(gomaxprocs))
+	}
 	opts := options{idle: *idle, smtp: *smtpMsgs, sections: map[string]bool{"http": true, "line": true}}
 	if *only != "" {
 		opts.sections = map[string]bool{}
@@ -52,8 +58,10 @@ func main() {
 
 // Results is what a run measured.
 type Results struct {
-	Machine string      `json:"machine"`
-	HTTP    []WrkResult `json:"http"`
+	Machine string `json:"machine"`
+	// GOMAXPROCS is the -gomaxprocs of the run; 0 when Go's default.
+	GOMAXPROCS int         `json:"gomaxprocs,omitempty"`
+	HTTP       []WrkResult `json:"http"`
 	// Ratio is the median of RatioRounds, each round's plugin req/s over
 	// its in-process req/s.
 	Ratio       float64     `json:"http_ratio"`
@@ -126,7 +134,7 @@ func run(duration time.Duration, conns, threads, swaps int, jsonOut string, opts
 	}
 	defer os.RemoveAll(tmp)
 	var res Results
-	res.Machine = machine()
+	res.Machine, res.GOMAXPROCS = machine(), gomaxprocs
 	if opts.sections["http"] {
 		if err := benchHTTP(&res, root, tmp, duration, conns, threads, swaps); err != nil {
 			return err
@@ -229,7 +237,7 @@ protocol = "dns"
 address = "127.0.0.1:%d"
 plugin = "zone"
 `, probe, zone, zoneFile, kport, filepath.Join(tmp, "k.sock"), ports[0], ports[2])
-	if err := os.WriteFile(filepath.Join(tmp, "bench.toml"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, "bench.toml"), []byte(tuneConfig(cfg)), 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -416,6 +424,9 @@ func (s *SwapResult) summarize() {
 
 func report(w io.Writer, r Results, d time.Duration, conns int) {
 	fmt.Fprintf(w, "machine: %s\n", r.Machine)
+	if r.GOMAXPROCS > 0 {
+		fmt.Fprintf(w, "GOMAXPROCS=%d for the kernel, its plugins and the standalone baselines\n", r.GOMAXPROCS)
+	}
 	if len(r.HTTP) > 0 {
 		reportHTTP(w, r, d, conns)
 	}
@@ -611,6 +622,28 @@ func machine() string {
 
 // rounds is how many rounds a comparison is split into (-rounds).
 var rounds = 5
+
+// gomaxprocs is -gomaxprocs: when above 0, the GOMAXPROCS of the kernel,
+// its plugins and the standalone baselines. The benchmark's own process,
+// which runs the Go load generators and the SCGI and echo baselines, keeps
+// Go's default.
+var gomaxprocs int
+
+// tuneConfig gives each plugin of a kernel config GOMAXPROCS=gomaxprocs,
+// when set: every plugin entry has a path line, and nothing else does.
+func tuneConfig(cfg string) string {
+	if gomaxprocs <= 0 {
+		return cfg
+	}
+	env := fmt.Sprintf("env = { GOMAXPROCS = %q }", strconv.Itoa(gomaxprocs))
+	lines := strings.Split(cfg, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "path = ") {
+			lines[i] = l + "\n" + env
+		}
+	}
+	return strings.Join(lines, "\n")
+}
 
 // alternate measures the two sides of a comparison, 0 through the kernel
 // and 1 its baseline, in rounds that alternate which side goes first, each
