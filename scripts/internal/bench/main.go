@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,9 +65,11 @@ type Results struct {
 	HTTP       []WrkResult `json:"http"`
 	// Ratio is the median of RatioRounds, each round's plugin req/s over
 	// its in-process req/s.
-	Ratio       float64     `json:"http_ratio"`
-	RatioRounds []float64   `json:"http_ratio_rounds"`
-	SCGI        []WrkResult `json:"scgi,omitempty"`
+	Ratio       float64   `json:"http_ratio"`
+	RatioRounds []float64 `json:"http_ratio_rounds"`
+	// HTTPCPU is the CPU time each process spent per request of hello.
+	HTTPCPU *CPUResult  `json:"http_cpu_us_per_request,omitempty"`
+	SCGI    []WrkResult `json:"scgi,omitempty"`
 	// SCGIRatio is nginx → kernel → plugin req/s over nginx → in-process
 	// responder req/s.
 	SCGIRatio       float64   `json:"scgi_ratio,omitempty"`
@@ -87,6 +90,16 @@ type Results struct {
 	// against an in-process echo, SMTP through the smtp plugin against
 	// postfix's smtp-sink, and the kernel's memory per idle connection.
 	Lines *LineResults `json:"lines,omitempty"`
+}
+
+// CPUResult is the CPU time (user and system, from /proc) per request of
+// the processes of a comparison, in µs: the kernel and the plugin on one
+// side, the in-process server on the other. The load generator's is not
+// counted.
+type CPUResult struct {
+	Kernel    float64 `json:"kernel"`
+	Plugin    float64 `json:"plugin"`
+	InProcess float64 `json:"in_process"`
 }
 
 // options select what a run measures.
@@ -299,11 +312,17 @@ plugin = "zone"
 			return err
 		}
 	}
+	ppid, err := pluginPID(root, filepath.Join(tmp, "admin.sock"), "hello")
+	if err != nil {
+		return err
+	}
+	pids := [2][]int{{kernel.Process.Pid, ppid}, {base.Process.Pid}}
 	var p wrkPair
-	if p, err = wrkAlternate([2]string{kurl, burl}, [2]string{"hello through the plugin", "hello in-process (net/http)"}, duration, conns, threads); err != nil {
+	if p, err = wrkAlternate([2]string{kurl, burl}, [2]string{"hello through the plugin", "hello in-process (net/http)"}, duration, conns, threads, pids); err != nil {
 		return err
 	}
 	res.HTTP, res.Ratio, res.RatioRounds = p.runs, p.ratio, p.rounds
+	res.HTTPCPU = &CPUResult{Kernel: p.cpu[0][0], Plugin: p.cpu[0][1], InProcess: p.cpu[1][0]}
 
 	if p, err = benchSCGI(ctx, tmp, duration, conns, threads); err != nil {
 		return err
@@ -453,6 +472,10 @@ func reportHTTP(w io.Writer, r Results, d time.Duration, conns int) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nratios are the median of the rounds' (in brackets)\n")
 	fmt.Fprintf(w, "ratio HTTP plugin/in-process: %.2f %s (p99 %.2fms vs %.2fms)\n", r.Ratio, roundsString(r.RatioRounds), r.HTTP[0].P99ms, r.HTTP[1].P99ms)
+	if c := r.HTTPCPU; c != nil {
+		fmt.Fprintf(w, "CPU per hello request: kernel %.1fµs + plugin %.1fµs = %.1fµs, in-process %.1fµs (load generator not counted)\n",
+			c.Kernel, c.Plugin, c.Kernel+c.Plugin, c.InProcess)
+	}
 	for _, b := range r.Bodies {
 		fmt.Fprintf(w, "ratio HTTP %d KiB body plugin/in-process: %.2f %s (p99 %.2fms vs %.2fms)\n", b.Bytes>>10, b.Ratio, roundsString(b.RatioRounds), b.Runs[0].P99ms, b.Runs[1].P99ms)
 	}
@@ -672,24 +695,93 @@ func alternate(d time.Duration, measure func(side int, d time.Duration) (float64
 // wrkPair is a comparison by wrk: each side's runs merged, and the ratio
 // of the rounds'.
 type wrkPair struct {
-	runs   []WrkResult // side 0, side 1
-	ratio  float64     // the median of rounds
-	rounds []float64   // each round's ratio
+	runs   []WrkResult  // side 0, side 1
+	ratio  float64      // the median of rounds
+	rounds []float64    // each round's ratio
+	cpu    [2][]float64 // when measured: µs of CPU per request of each side's processes
 }
 
 // wrkAlternate compares urls[0] (through the kernel) with urls[1] (its
 // baseline) in alternating rounds.
-func wrkAlternate(urls, names [2]string, d time.Duration, conns, threads int) (wrkPair, error) {
+// With pids, it also measures the CPU time the processes pids[side] spend
+// on each side's requests.
+func wrkAlternate(urls, names [2]string, d time.Duration, conns, threads int, pids ...[2][]int) (wrkPair, error) {
 	var runs [2][]WrkResult
+	var cpu [2][]time.Duration
 	ratios, err := alternate(d, func(side int, d time.Duration) (float64, error) {
+		var before []time.Duration
+		if len(pids) > 0 {
+			before = cpuTimes(pids[0][side])
+		}
 		r, err := wrk(urls[side], names[side], d, conns, threads)
+		if len(pids) > 0 {
+			for i, t := range cpuTimes(pids[0][side]) {
+				if len(cpu[side]) <= i {
+					cpu[side] = append(cpu[side], 0)
+				}
+				cpu[side][i] += t - before[i]
+			}
+		}
 		runs[side] = append(runs[side], r)
 		return r.RequestsSec, err
 	})
 	if err != nil {
 		return wrkPair{}, err
 	}
-	return wrkPair{runs: []WrkResult{mergeWrk(runs[0]), mergeWrk(runs[1])}, ratio: median(ratios), rounds: ratios}, nil
+	p := wrkPair{runs: []WrkResult{mergeWrk(runs[0]), mergeWrk(runs[1])}, ratio: median(ratios), rounds: ratios}
+	for side := range cpu {
+		for _, t := range cpu[side] {
+			p.cpu[side] = append(p.cpu[side], float64(t.Microseconds())/float64(max(p.runs[side].Requests, 1)))
+		}
+	}
+	return p, nil
+}
+
+// cpuTimes is the CPU time (user and system) each process of pids has
+// used so far, from /proc; 0 for one that is gone.
+func cpuTimes(pids []int) []time.Duration {
+	times := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The fields after the command, which is in parentheses and
+		// may hold anything: state is the first, utime and stime the
+		// 12th and 13th (proc(5)), in USER_HZ ticks of 10 ms on Linux.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		times[i] = time.Duration(u+st) * 10 * time.Millisecond
+	}
+	return times
+}
+
+// pluginPID asks the kernel behind the admin socket for the pid of its
+// plugin slot's current process.
+func pluginPID(root, socket, slot string) (int, error) {
+	out, err := exec.Command(filepath.Join(root, "bin", "switchyard"), "ctl", "-socket", socket, "-json", "plugins").Output()
+	if err != nil {
+		return 0, fmt.Errorf("ctl plugins: %w", err)
+	}
+	var reply struct {
+		Data []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return 0, fmt.Errorf("ctl plugins: %w", err)
+	}
+	for _, p := range reply.Data {
+		if p.Name == slot && p.PID > 0 {
+			return p.PID, nil
+		}
+	}
+	return 0, fmt.Errorf("ctl plugins: no process for %s", slot)
 }
 
 // mergeWrk sums up runs of one side.
