@@ -347,7 +347,7 @@ plugin = "zone"
 			fmt.Sprintf("probe %d KiB body through the plugin", n>>10),
 			fmt.Sprintf("probe %d KiB body in-process (net/http)", n>>10),
 		}
-		if p, err = wrkAlternate([2]string(urls), names, duration, conns, threads); err != nil {
+		if p, err = wrkAlternate([2]string(urls), names, duration, conns, threads, [2][]int{}); err != nil {
 			return err
 		}
 		res.Bodies = append(res.Bodies, BodyResult{Bytes: n, Runs: p.runs, Ratio: p.ratio, RatioRounds: p.rounds})
@@ -703,24 +703,16 @@ type wrkPair struct {
 
 // wrkAlternate compares urls[0] (through the kernel) with urls[1] (its
 // baseline) in alternating rounds.
-// With pids, it also measures the CPU time the processes pids[side] spend
-// on each side's requests.
-func wrkAlternate(urls, names [2]string, d time.Duration, conns, threads int, pids ...[2][]int) (wrkPair, error) {
+// It also measures the CPU time the processes pids[side] spend on each
+// side's requests (none for a side without pids).
+func wrkAlternate(urls, names [2]string, d time.Duration, conns, threads int, pids [2][]int) (wrkPair, error) {
 	var runs [2][]WrkResult
-	var cpu [2][]time.Duration
+	cpu := [2][]time.Duration{make([]time.Duration, len(pids[0])), make([]time.Duration, len(pids[1]))}
 	ratios, err := alternate(d, func(side int, d time.Duration) (float64, error) {
-		var before []time.Duration
-		if len(pids) > 0 {
-			before = cpuTimes(pids[0][side])
-		}
+		before := cpuTimes(pids[side])
 		r, err := wrk(urls[side], names[side], d, conns, threads)
-		if len(pids) > 0 {
-			for i, t := range cpuTimes(pids[0][side]) {
-				if len(cpu[side]) <= i {
-					cpu[side] = append(cpu[side], 0)
-				}
-				cpu[side][i] += t - before[i]
-			}
+		for i, t := range cpuTimes(pids[side]) {
+			cpu[side][i] += t - before[i]
 		}
 		runs[side] = append(runs[side], r)
 		return r.RequestsSec, err

@@ -73,7 +73,7 @@ func benchSCGI(ctx context.Context, tmp string, d time.Duration, conns, threads 
 			return wrkPair{}, err
 		}
 	}
-	return wrkAlternate([2]string{kurl, burl}, [2]string{"nginx → SCGI → kernel → hello plugin", "nginx → SCGI → in-process Go responder"}, d, conns, threads)
+	return wrkAlternate([2]string{kurl, burl}, [2]string{"nginx → SCGI → kernel → hello plugin", "nginx → SCGI → in-process Go responder"}, d, conns, threads, [2][]int{})
 }
 
 // handlerDispatcher serves an http.Handler in-process, as the kernel's
